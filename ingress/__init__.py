@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP ingress. Never imports an engine (vllm, torch, diffusers)."""

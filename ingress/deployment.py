@@ -1,0 +1,31 @@
+"""The ingress as a Serve deployment: a Starlette app built inside each replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from starlette.applications import Starlette
+
+from ingress.app import OpenAIService, build_asgi_app
+from ingress.catalog import Catalog
+from ingress.config import IngressConfig
+from ingress.handles import HandleCache
+
+
+@serve.ingress()
+class OpenAIIngress:
+    """Serve builds the ASGI app per replica (after __init__) through
+    `__serve_build_asgi_app__`, so routes bind to this replica's catalog and handle
+    cache rather than to module globals."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = IngressConfig.model_validate(config)
+        self._service = OpenAIService(
+            self._config,
+            Catalog(refresh_interval_s=self._config.catalog_refresh_s),
+            HandleCache(),
+        )
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return build_asgi_app(self._service)

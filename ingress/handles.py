@@ -1,0 +1,36 @@
+"""Cached Serve handles, one per (application, streaming) pair.
+
+`serve.get_app_handle` makes a blocking call to the controller, and every
+`.options(...)` variant of a handle starts its own metrics pusher and long-poll
+listener, so building handles per request would cost a controller round trip and
+leak background work. Each pair is built once; an entry is dropped when its
+application disappears from the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+
+class HandleCache:
+    def __init__(self, get_app_handle: Callable[[str], Any] | None = None) -> None:
+        if get_app_handle is None:
+            from ray import serve
+
+            get_app_handle = serve.get_app_handle
+        self._get_app_handle = get_app_handle
+        self._handles: dict[tuple[str, bool], Any] = {}
+
+    async def get(self, app_name: str, *, stream: bool) -> Any:
+        key = (app_name, stream)
+        handle = self._handles.get(key)
+        if handle is None:
+            base = await asyncio.to_thread(self._get_app_handle, app_name)
+            handle = base.options(stream=stream)
+            self._handles[key] = handle
+        return handle
+
+    def keep_only(self, app_names: set[str]) -> None:
+        for key in [k for k in self._handles if k[0] not in app_names]:
+            del self._handles[key]

@@ -1,0 +1,136 @@
+"""OpenAI stream framing: engine chunks → SSE frames (`data: {json}\\n\\n`).
+
+Usage, two ways at once:
+  * DeepInfra's: the chunk that carries a choice's `finish_reason` also carries
+    `usage` (the counts so far; the last one holds the totals), without the client
+    asking. Its reference snippets read usage exactly there.
+  * OpenAI's: with `stream_options.include_usage`, one more chunk with
+    `choices: []` and the total usage, just before `data: [DONE]`.
+A choice's last text and its finish_reason travel in two chunks, as OpenAI sends
+them, so a client that prints text only on non-final chunks loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator, Literal
+
+from deployments.contract import ErrorInfo, GenerationChunk
+from ingress.errors import OpenAIError, internal_error
+from ingress.wire import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatDelta,
+    Completion,
+    CompletionChoice,
+    Usage,
+)
+
+DONE_FRAME = "data: [DONE]\n\n"
+
+
+def _frame(model_json: str) -> str:
+    return f"data: {model_json}\n\n"
+
+
+def _usage(chunk: GenerationChunk) -> Usage:
+    return Usage(prompt_tokens=chunk.prompt_tokens,
+                 completion_tokens=chunk.completion_tokens,
+                 total_tokens=chunk.prompt_tokens + chunk.completion_tokens)
+
+
+class ChunkFramer:
+    """Pure and stateful per stream: one GenerationChunk in, SSE text out."""
+
+    def __init__(self, kind: Literal["chat", "completion"], response_id: str,
+                 created: int, model: str, include_usage: bool) -> None:
+        self.kind = kind
+        self.id = response_id
+        self.created = created
+        self.model = model
+        self.include_usage = include_usage
+        self._role_sent: set[int] = set()
+        self._last: GenerationChunk | None = None
+
+    def _chat(self, index: int, delta: ChatDelta, finish: str | None = None,
+              usage: Usage | None = None) -> str:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=None, finish_reason=finish)
+        # `object` is passed so exclude_unset keeps it while dropping unset nulls.
+        chunk = ChatCompletionChunk(id=self.id, object="chat.completion.chunk",
+                                    created=self.created, model=self.model, choices=[choice])
+        if usage is not None:
+            chunk.usage = usage
+        return _frame(chunk.model_dump_json(exclude_unset=True))
+
+    def _text(self, index: int, text: str, finish: str | None = None,
+              usage: Usage | None = None) -> str:
+        choice = CompletionChoice(index=index, text=text, logprobs=None, finish_reason=finish)
+        chunk = Completion(id=self.id, object="text_completion", created=self.created,
+                           model=self.model, choices=[choice])
+        if usage is not None:
+            chunk.usage = usage
+        return _frame(chunk.model_dump_json(exclude_unset=True))
+
+    def frames(self, chunk: GenerationChunk) -> str:
+        self._last = chunk
+        out = []
+        for d in chunk.deltas:
+            if self.kind == "chat":
+                if d.index not in self._role_sent:
+                    self._role_sent.add(d.index)
+                    out.append(self._chat(d.index, ChatDelta(role="assistant", content="")))
+                if d.text:
+                    out.append(self._chat(d.index, ChatDelta(content=d.text)))
+                if d.finish_reason is not None:
+                    out.append(self._chat(d.index, ChatDelta(), d.finish_reason, _usage(chunk)))
+            else:
+                if d.text:
+                    out.append(self._text(d.index, d.text))
+                if d.finish_reason is not None:
+                    out.append(self._text(d.index, "", d.finish_reason, _usage(chunk)))
+        return "".join(out)
+
+    def closing_frames(self) -> str:
+        if not self.include_usage or self._last is None:
+            return DONE_FRAME
+        body = {"id": self.id, "object": "chat.completion.chunk" if self.kind == "chat"
+                else "text_completion", "created": self.created, "model": self.model,
+                "choices": [], "usage": _usage(self._last).model_dump()}
+        return _frame(json.dumps(body)) + DONE_FRAME
+
+
+async def sse_stream(
+    framer: ChunkFramer,
+    first: GenerationChunk,
+    rest: AsyncIterator[GenerationChunk | ErrorInfo],
+    request_id: str,
+) -> AsyncIterator[str]:
+    """The body of a streaming response, whose status (200) is already decided.
+
+    A failure after this point can only be reported in-band: one `data: {error}`
+    frame; `data: [DONE]` always ends the stream, exactly once.
+    """
+    done = first.finished
+    try:
+        yield framer.frames(first)
+        if not done:
+            async for item in rest:
+                if isinstance(item, ErrorInfo):
+                    done = True
+                    yield OpenAIError.from_info(item).sse_event() + DONE_FRAME
+                    return
+                text = framer.frames(item)
+                if text:
+                    yield text
+        done = True
+        yield framer.closing_frames()
+    except Exception as exc:  # the model replica died mid-stream, or a bug here
+        done = True
+        yield internal_error(request_id, exc).sse_event() + DONE_FRAME
+    finally:
+        if not done:
+            # The client left early (Starlette cancelled us): stop the model
+            # replica's generator now, and with it the engine request.
+            cancel = getattr(rest, "cancel", None)
+            if cancel is not None:
+                cancel()
