@@ -7,13 +7,33 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class AuthConfig(BaseModel):
+    """API keys (ingress/auth.py). On unless switched off explicitly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="Require a Bearer key on /v1/openai.")
+    api_keys_env: str = Field(
+        default="OPENAI_SERVE_API_KEYS",
+        description="Environment variable holding plain keys, comma-separated (set it "
+        "through the platform's secrets or the ingress's runtime_env).",
+    )
+    api_key_hashes_file: str | None = Field(
+        default=None, description="File of SHA-256 hex digests of valid keys, one per line.",
+    )
+
+
 class IngressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger request bodies get a 413."
     )
     max_n: int = Field(default=16, ge=1, description="Cap on `n` (choices per request).")
+    max_tokens_cap: int | None = Field(
+        default=None, ge=1, description="Cap on max_tokens; larger asks get a 400.")
     catalog_refresh_s: float = Field(
         default=2.0, gt=0, description="How often the model catalog is re-read from "
         "the Serve controller; an unknown model also triggers a refresh (at most "

@@ -11,6 +11,7 @@ from ingress.app import OpenAIService, build_asgi_app
 from ingress.catalog import Catalog
 from ingress.config import IngressConfig
 from ingress.handles import HandleCache
+from ingress.metrics import IngressMetrics
 
 
 @serve.ingress()
@@ -25,6 +26,7 @@ class OpenAIIngress:
             self._config,
             Catalog(refresh_interval_s=self._config.catalog_refresh_s),
             HandleCache(),
+            IngressMetrics(),
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:

@@ -94,3 +94,20 @@ def internal_error(request_id: str, exc: BaseException) -> OpenAIError:
     logger.error("request %s failed", request_id, exc_info=exc)
     return OpenAIError(f"Internal server error (request id {request_id}).", 500,
                        type="server_error")
+
+
+def serve_error(exc: BaseException, request_id: str) -> OpenAIError:
+    """Failures of the hop to a model replica, shaped so that clients (the openai SDK
+    retries 429 and 5xx by itself) do the right thing; anything else is a 500."""
+    from ray import exceptions as ray_exceptions
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(exc, BackPressureError):
+        return OpenAIError("The model's queue is full. Retry after a short wait.", 429,
+                           code="rate_limited", retry_after=1)
+    if isinstance(exc, (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError)):
+        logger.warning("request %s: model replica unavailable: %s", request_id, exc)
+        return OpenAIError(f"The model replica became unavailable (request id "
+                           f"{request_id}). Retry the request.", 503,
+                           code="model_unavailable", retry_after=1)
+    return internal_error(request_id, exc)

@@ -34,3 +34,23 @@ class HandleCache:
     def keep_only(self, app_names: set[str]) -> None:
         for key in [k for k in self._handles if k[0] not in app_names]:
             del self._handles[key]
+
+
+async def wait_assigned(response: Any, timeout_s: float, cancel_on_timeout: bool = True) -> None:
+    """Waits until Serve has given the call to a replica, at most `timeout_s`.
+
+    A call to an application whose replicas are starting (or scaled to zero) waits in
+    Serve's queue; this bounds that wait without bounding the generation itself.
+
+    Raises:
+        TimeoutError: no replica took the call in time (the call is cancelled unless
+            `cancel_on_timeout` is False, for a caller that waits again).
+    """
+    try:
+        # Ray has no public awaitable for "assigned"; this private coroutine is the
+        # one `_to_object_ref` awaits, kept to this one place.
+        await asyncio.wait_for(asyncio.shield(response._fetch_future_result_async()), timeout_s)
+    except asyncio.TimeoutError:
+        if cancel_on_timeout:
+            response.cancel()
+        raise TimeoutError from None

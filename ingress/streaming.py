@@ -13,18 +13,14 @@ them, so a client that prints text only on non-final chunks loses nothing.
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator, Literal
+from typing import Any, AsyncIterator, Literal
 
 from deployments.contract import ErrorInfo, GenerationChunk
-from ingress.errors import OpenAIError, internal_error
-from ingress.wire import (
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChatDelta,
-    Completion,
-    CompletionChoice,
-    Usage,
-)
+from ingress.convert import chat_logprobs, completion_logprobs, tool_call_deltas
+from ingress.errors import OpenAIError, serve_error
+from ingress.wire.chat import ChatChunkChoice, ChatCompletionChunk, ChatDelta
+from ingress.wire.common import Usage
+from ingress.wire.completions import Completion, CompletionChoice
 
 DONE_FRAME = "data: [DONE]\n\n"
 
@@ -50,11 +46,13 @@ class ChunkFramer:
         self.model = model
         self.include_usage = include_usage
         self._role_sent: set[int] = set()
+        self._text_offset: dict[int, int] = {}  # completions logprobs' text_offset
         self._last: GenerationChunk | None = None
 
     def _chat(self, index: int, delta: ChatDelta, finish: str | None = None,
-              usage: Usage | None = None) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, logprobs=None, finish_reason=finish)
+              usage: Usage | None = None, logprobs: Any = None) -> str:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs,
+                                 finish_reason=finish)
         # `object` is passed so exclude_unset keeps it while dropping unset nulls.
         chunk = ChatCompletionChunk(id=self.id, object="chat.completion.chunk",
                                     created=self.created, model=self.model, choices=[choice])
@@ -63,8 +61,9 @@ class ChunkFramer:
         return _frame(chunk.model_dump_json(exclude_unset=True))
 
     def _text(self, index: int, text: str, finish: str | None = None,
-              usage: Usage | None = None) -> str:
-        choice = CompletionChoice(index=index, text=text, logprobs=None, finish_reason=finish)
+              usage: Usage | None = None, logprobs: Any = None) -> str:
+        choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
+                                  finish_reason=finish)
         chunk = Completion(id=self.id, object="text_completion", created=self.created,
                            model=self.model, choices=[choice])
         if usage is not None:
@@ -80,12 +79,19 @@ class ChunkFramer:
                     self._role_sent.add(d.index)
                     out.append(self._chat(d.index, ChatDelta(role="assistant", content="")))
                 if d.text:
-                    out.append(self._chat(d.index, ChatDelta(content=d.text)))
+                    out.append(self._chat(d.index, ChatDelta(content=d.text),
+                                          logprobs=chat_logprobs(d.logprobs)))
+                if d.tool_calls:
+                    out.append(self._chat(d.index, ChatDelta(
+                        tool_calls=tool_call_deltas(d.tool_calls))))
                 if d.finish_reason is not None:
                     out.append(self._chat(d.index, ChatDelta(), d.finish_reason, _usage(chunk)))
             else:
                 if d.text:
-                    out.append(self._text(d.index, d.text))
+                    offset = self._text_offset.get(d.index, 0)
+                    self._text_offset[d.index] = offset + len(d.text)
+                    out.append(self._text(d.index, d.text, logprobs=completion_logprobs(
+                        d.logprobs, offset)))
                 if d.finish_reason is not None:
                     out.append(self._text(d.index, "", d.finish_reason, _usage(chunk)))
         return "".join(out)
@@ -104,6 +110,7 @@ async def sse_stream(
     first: GenerationChunk,
     rest: AsyncIterator[GenerationChunk | ErrorInfo],
     request_id: str,
+    recorder: Any = None,
 ) -> AsyncIterator[str]:
     """The body of a streaming response, whose status (200) is already decided.
 
@@ -111,7 +118,10 @@ async def sse_stream(
     frame; `data: [DONE]` always ends the stream, exactly once.
     """
     done = first.finished
+    last = first
     try:
+        if recorder is not None:
+            recorder.chunk()
         yield framer.frames(first)
         if not done:
             async for item in rest:
@@ -119,14 +129,19 @@ async def sse_stream(
                     done = True
                     yield OpenAIError.from_info(item).sse_event() + DONE_FRAME
                     return
+                last = item
                 text = framer.frames(item)
                 if text:
+                    if recorder is not None:
+                        recorder.chunk()
                     yield text
         done = True
+        if recorder is not None:
+            recorder.finish(last.prompt_tokens, last.completion_tokens)
         yield framer.closing_frames()
     except Exception as exc:  # the model replica died mid-stream, or a bug here
         done = True
-        yield internal_error(request_id, exc).sse_event() + DONE_FRAME
+        yield serve_error(exc, request_id).sse_event() + DONE_FRAME
     finally:
         if not done:
             # The client left early (Starlette cancelled us): stop the model
@@ -134,3 +149,5 @@ async def sse_stream(
             cancel = getattr(rest, "cancel", None)
             if cancel is not None:
                 cancel()
+        if recorder is not None:
+            recorder.close()

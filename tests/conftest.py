@@ -71,8 +71,11 @@ def ray_serve():
     import ray
     from ray import serve
 
+    metrics_port = _free_port()
+    os.environ["OPENAI_SERVE_TEST_METRICS_PORT"] = str(metrics_port)
     ray.init(num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False,
              _temp_dir=str(_RUN_DIR / "ray"), configure_logging=False,
+             _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -91,9 +94,13 @@ def openai_stack(ray_serve):
     from deployments.llm.builder import build_app as build_llm
     from ingress.builder import build_app as build_ingress
 
-    serve.run(build_llm(tiny_llm_args(default=True, aliases=[SNIPPET_MODEL])),
+    # hermes: exercises the tool-call parser path of tool_choice "auto" (the random
+    # model never writes a <tool_call>, so it answers in text).
+    serve.run(build_llm(tiny_llm_args(default=True, aliases=[SNIPPET_MODEL],
+                                      tool_call_parser="hermes")),
               name=TINY_APP, route_prefix=None)
-    serve.run(build_ingress({"catalog_refresh_s": 0.5}), name="openai", route_prefix="/")
+    serve.run(build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
+              name="openai", route_prefix="/")
     return f"{ray_serve}/v1/openai"
 
 
@@ -126,3 +133,9 @@ def tiny_app_handle(openai_stack):
     from ray import serve
 
     return serve.get_app_handle(TINY_APP)
+
+
+@pytest.fixture(scope="session")
+def metrics_url(ray_serve) -> str:
+    """Prometheus text endpoint of this node's Ray metrics agent."""
+    return f"http://127.0.0.1:{os.environ['OPENAI_SERVE_TEST_METRICS_PORT']}/metrics"

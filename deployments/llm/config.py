@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments.app_config import ModelAppConfig
 from deployments.contract import ModelCard
 
 
@@ -32,53 +33,29 @@ class EngineConfig(BaseModel):
     )
 
 
-class LLMAppConfig(BaseModel):
-    """One model version served as its own Serve application."""
+class LLMAppConfig(ModelAppConfig):
+    """An LLM version (chat, completions) served as its own Serve application."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="Public model name clients send, e.g. 'org/name'.")
-    aliases: tuple[str, ...] = Field(
-        default=(), description="More public names for the same model (e.g. the name "
-        "clients already send to another provider).",
-    )
-    version: str = Field(default="1", description="Version label ('NAME:VERSION').")
-    default: bool = Field(
-        default=False, description="Plain 'NAME' resolves to this version."
-    )
     tasks: tuple[Literal["chat", "completion"], ...] = Field(
         default=("chat", "completion"), description="Endpoints this model serves."
     )
-    model_source: str = Field(
-        description="A model directory, or 'package:NAME' for a model that a project "
-        "command prepares from a PyPI package on first use (deployments/models)."
+    tool_call_parser: str | None = Field(
+        default=None, description="vLLM tool parser for this model's own tool-call "
+        "format (e.g. 'hermes', 'llama3_json', 'mistral'), used for tool_choice 'auto'. "
+        "Without one, 'auto' answers in text; 'required' and named calls always work "
+        "(guided decoding).",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    deployment: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Serve deployment options (num_replicas, autoscaling_config, "
-        "max_ongoing_requests, max_queued_requests, ray_actor_options, ...), merged "
-        "over the LLM defaults in deployments/llm/builder.py.",
-    )
 
     @model_validator(mode="after")
-    def _check(self) -> "LLMAppConfig":
-        if ":" in self.version or not self.version:
-            raise ValueError("version must be non-empty and must not contain ':'")
+    def _check_tasks(self) -> "LLMAppConfig":
         if not self.tasks:
             raise ValueError("tasks must name at least one endpoint")
-        if "user_config" in self.deployment:
-            raise ValueError(
-                "deployment.user_config is reserved: it carries the model card"
-            )
         return self
 
     def card(self, max_model_len: int | None = None) -> ModelCard:
         return ModelCard(
-            model=self.model,
-            aliases=tuple(self.aliases),
-            version=self.version,
+            **self.card_fields(),
             tasks=tuple(self.tasks),
-            default=self.default,
             max_model_len=max_model_len or self.engine.engine_kwargs.get("max_model_len"),
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, AsyncIterator
 
+from deployments.contract import TokenLogprob, ToolCall
 from deployments.llm.config import EngineConfig
+from deployments.llm.tools import new_call_id
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,16 +37,31 @@ class VLLMEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs = dict(self._config.engine_kwargs)
+        # Compact guided JSON (no free whitespace between tokens): a model cannot pad
+        # a forced tool call or a schema answer with newlines until max_tokens, and
+        # the output costs fewer tokens. vLLM sets this per engine, not per request.
+        so = kwargs.get("structured_outputs_config") or {}
+        if isinstance(so, dict):
+            # The option exists for the xgrammar and guidance backends only.
+            so = StructuredOutputsConfig(**{"backend": "xgrammar",
+                                            "disable_any_whitespace": True, **so})
+        kwargs["structured_outputs_config"] = so
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=self._config.served_model_name,
-            **self._config.engine_kwargs,
+            **kwargs,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
         self.max_model_len = int(self._engine.model_config.max_model_len)
         logger.info("vLLM engine ready: %s (max_model_len=%d)",
                     self._model_path, self.max_model_len)
+
+    def tool_parser(self, name: str) -> "ToolCallParser":
+        return ToolCallParser(name, self._tokenizer)
 
     def shutdown(self) -> None:
         if self._engine is not None:
@@ -62,10 +79,12 @@ class VLLMEngine:
 
     # Prompt rendering -----------------------------------------------------------
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Applies the model's chat template and returns the prompt's token ids."""
+    def render_chat(self, messages: list[dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Applies the model's chat template (with the tools, for templates that
+        render them) and returns the prompt's token ids."""
         ids = self._tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True
+            messages, tools=tools or None, tokenize=True, add_generation_prompt=True
         )
         # transformers 5 may return a BatchEncoding-like mapping.
         if hasattr(ids, "keys"):
@@ -75,9 +94,22 @@ class VLLMEngine:
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text))
 
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids))
+
+    def check_token_ids(self, ids: list[int]) -> None:
+        """Raises ValueError for ids outside the vocabulary (vLLM would fail later)."""
+        size = len(self._tokenizer)
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{size - 1})")
+
     # Generation -----------------------------------------------------------------
 
-    def sampling_params(self, sampling: Any, prompt_len: int) -> Any:
+    def sampling_params(self, sampling: Any, prompt_len: int, *, logprobs: int | None = None,
+                        prompt_logprobs: int | None = None,
+                        json_schema: dict[str, Any] | None = None,
+                        json_object: bool = False) -> Any:
         """Maps engine-neutral SamplingOptions onto vLLM's SamplingParams.
 
         Raises:
@@ -85,7 +117,7 @@ class VLLMEngine:
                 for the `max_tokens` the client asked for.
         """
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         room = self.max_model_len - prompt_len
         if room < 1 or (sampling.max_tokens is not None and sampling.max_tokens > room):
@@ -106,7 +138,15 @@ class VLLMEngine:
             # DELTA: each RequestOutput carries only the new text, so the server does
             # no diffing and each streamed item stays small.
             "output_kind": RequestOutputKind.DELTA,
+            "logprobs": logprobs,
+            "prompt_logprobs": prompt_logprobs,
         }
+        # Structured output (guided decoding) is the engine's, not post-processing:
+        # the sampler can only pick tokens that keep the text valid.
+        if json_schema is not None:
+            kwargs["structured_outputs"] = StructuredOutputsParams(json=json_schema)
+        elif json_object:
+            kwargs["structured_outputs"] = StructuredOutputsParams(json_object=True)
         for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
                      "frequency_penalty", "repetition_penalty"):
             value = getattr(sampling, name)
@@ -127,6 +167,51 @@ class VLLMEngine:
     async def abort(self, request_id: str) -> None:
         if self._engine is not None:
             await self._engine.abort(request_id)
+
+
+def convert_logprobs(token_ids: Any, logprobs: Any, k: int) -> list[TokenLogprob]:
+    """vLLM's per-position {token_id: Logprob} dicts → neutral TokenLogprobs.
+
+    vLLM returns the top k plus the chosen token when that one ranks lower; OpenAI's
+    top list is the top k alone. A position may be None: the first prompt token has
+    no logprob."""
+    out = []
+    for i, position in enumerate(logprobs):
+        token_id = token_ids[i]
+        if position is None:
+            out.append(TokenLogprob("", None))
+            continue
+        chosen = position.get(token_id)
+        ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)
+        out.append(TokenLogprob(
+            token=(chosen.decoded_token or "") if chosen else "",
+            logprob=float(chosen.logprob) if chosen else None,
+            top=[(lp.decoded_token or "", float(lp.logprob)) for lp in ranked
+                 if lp.rank is not None and lp.rank <= k],
+        ))
+    return out
+
+
+class ToolCallParser:
+    """A model's own tool-call format, read by vLLM's parser of that name."""
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
+
+        self._cls = ToolParserManager.get_tool_parser(name)
+        self._tokenizer = tokenizer
+
+    def extract(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[ToolCall]]:
+        """Returns (content, calls); no calls when the model answered in text."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        request = ChatCompletionRequest(model="m", messages=[], tools=tools)
+        info = self._cls(self._tokenizer, request.tools).extract_tool_calls(text, request)
+        if not info.tools_called:
+            return text, []
+        calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments or "{}")
+                 for c in info.tool_calls]
+        return info.content or None, calls
 
 
 def is_client_error(exc: BaseException) -> bool:

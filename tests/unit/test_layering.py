@@ -17,12 +17,15 @@ def _loaded_after_import(module: str, candidates: list[str]) -> list[str]:
     return [m for m in out.split(",") if m]
 
 
-@pytest.mark.parametrize("module", ["ingress.builder", "ingress.app", "ingress.wire"])
+@pytest.mark.parametrize("module", ["ingress.builder", "ingress.app", "ingress.wire.chat",
+                                    "ingress.images", "ingress.embeddings"])
 def test_ingress_imports_no_engine(module):
     assert _loaded_after_import(module, ENGINE_MODULES) == []
 
 
-@pytest.mark.parametrize("module", ["deployments.contract", "deployments.llm.server"])
+@pytest.mark.parametrize("module", ["deployments.contract", "deployments.llm.server",
+                                    "deployments.images.server",
+                                    "deployments.embeddings.server"])
 def test_deployments_import_no_starlette(module):
     assert _loaded_after_import(module, ["starlette", "fastapi"]) == []
 

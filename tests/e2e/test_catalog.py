@@ -1,0 +1,150 @@
+"""The catalog: every addressing form, applications added and removed at run time,
+scale from zero, requests that wait for starting replicas, and the wait bound."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import TINY_MODEL, tiny_llm_args
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "Once upon a time"
+
+
+def _greedy(client, model: str) -> str:
+    r = client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0)
+    assert r.model == model  # echoes what the client asked for
+    return r.choices[0].text
+
+
+def _deploy_nowait(app, name: str) -> None:
+    """Deploys without waiting for RUNNING (its replicas may never start)."""
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    serve.run_many([RunTarget(target=app, name=name, route_prefix=None)],
+                   wait_for_ingress_deployment_creation=False,
+                   wait_for_applications_running=False)
+
+
+def _model_ids(base: str) -> set[str]:
+    return {m["id"] for m in httpx.get(f"{base}/models").json()["data"]}
+
+
+@pytest.fixture(scope="module")
+def scale_from_zero_app(openai_stack):
+    """Version 2 of the tiny model: other weights (seed 1), and zero replicas until a
+    request comes."""
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    args = tiny_llm_args(version="2", seed=1)
+    args["deployment"]["autoscaling_config"] = {
+        "min_replicas": 0, "initial_replicas": 0, "max_replicas": 1,
+        "upscale_delay_s": 0, "downscale_delay_s": 600, "target_ongoing_requests": 4}
+    serve.run(build_app(args), name="tiny-llama-v2", route_prefix=None)
+    yield "tiny-llama-v2"
+    serve.delete("tiny-llama-v2")
+
+
+def test_scale_from_zero_and_version_addressing(client, openai_stack, scale_from_zero_app):
+    listed = httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()
+    assert listed["running_replicas"] == 0 and listed["deploy_id"] == "tiny-llama-v2"
+    start = time.monotonic()
+    v2 = _greedy(client, f"{TINY_MODEL}:2")  # waits for the replica to start
+    cold = time.monotonic() - start
+    print(f"\nscale from zero: first answer after {cold:.1f} s")
+    v1 = _greedy(client, f"{TINY_MODEL}:1")
+    assert v1 != v2  # different weights answer differently
+    assert _greedy(client, TINY_MODEL) == v1  # the declared default
+    assert _greedy(client, "deploy_id:tiny-llama-v2") == v2
+    assert _greedy(client, "deploy_id:tiny-llama-v1") == v1
+
+
+def test_unknown_forms_are_404(client):
+    for model in (f"{TINY_MODEL}:3", "tiny/llam", "deploy_id:nope", "deploy_id:openai"):
+        with pytest.raises(openai.NotFoundError) as info:
+            client.completions.create(model=model, prompt="x", max_tokens=1)
+        assert info.value.body["code"] == "model_not_found" and model in info.value.body["message"]
+
+
+def test_added_app_is_routable_and_removed_app_is_gone(client, openai_stack):
+    """Deployed while the ingress runs: listed within seconds, its first request waits
+    for the starting replica and succeeds; deleted: 404 within seconds."""
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    start = time.monotonic()
+    _deploy_nowait(build_app(tiny_llm_args(model="tiny/custom", seed=2)), "custom-xyz")
+    while "deploy_id:custom-xyz" not in _model_ids(openai_stack):
+        assert time.monotonic() - start < 30
+        time.sleep(0.1)
+    listed = time.monotonic() - start
+    text = _greedy(client, "deploy_id:custom-xyz")
+    answered = time.monotonic() - start
+    print(f"\nnew app listed after {listed:.1f} s, first answer after {answered:.1f} s")
+    assert text
+    serve.delete("custom-xyz")
+    start = time.monotonic()
+    while "deploy_id:custom-xyz" in _model_ids(openai_stack):
+        assert time.monotonic() - start < 30
+        time.sleep(0.1)
+    print(f"removed app gone after {time.monotonic() - start:.1f} s")
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="deploy_id:custom-xyz", prompt="x", max_tokens=1)
+
+
+def test_wait_bound_gives_503_with_retry_after(openai_stack):
+    """An app whose replica can never be placed: the request waits its bound, then
+    gets a shaped 503, never a hang."""
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    args = tiny_llm_args(model="tiny/never-ready", wait_timeout_s=2)
+    args["deployment"]["ray_actor_options"]["resources"] = {"no-such-resource": 1}
+    _deploy_nowait(build_app(args), "never-ready")
+    try:
+        deadline = time.monotonic() + 30
+        while "tiny/never-ready" not in _model_ids(openai_stack):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for stream in (False, True):
+            start = time.monotonic()
+            r = httpx.post(f"{openai_stack}/completions", timeout=30, json={
+                "model": "tiny/never-ready", "prompt": "x", "max_tokens": 1, "stream": stream})
+            assert 2 <= time.monotonic() - start < 10
+            assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
+            assert r.json()["error"]["code"] == "model_not_ready"
+    finally:
+        serve.delete("never-ready", _blocking=False)
+
+
+def test_failed_app_gives_503_with_reason(openai_stack):
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    args = tiny_llm_args(model="tiny/broken", model_source="/no/such/model/dir")
+    args["deployment"]["max_constructor_retry_count"] = 1
+    _deploy_nowait(build_app(args), "broken")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            r = httpx.post(f"{openai_stack}/completions", timeout=60, json={
+                "model": "tiny/broken", "prompt": "x", "max_tokens": 1})
+            if r.status_code == 503:
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        err = r.json()["error"]
+        assert err["code"] == "model_unavailable" and "DEPLOY_FAILED" in err["message"]
+    finally:
+        serve.delete("broken", _blocking=False)
