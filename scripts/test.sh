@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1
-exec .venv/bin/python -m pytest "$@"
+# With arguments: one pytest run of what they name.
+if [ "$#" -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
+.venv/bin/python -m pytest --ignore=tests/cluster
+# Then the multi-node tests (a head and two worker nodes on this machine, started by
+# cluster/local_cluster.sh): their own pytest process, apart from tests/e2e's ray.init.
+.venv/bin/python -m pytest tests/cluster

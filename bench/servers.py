@@ -1,0 +1,313 @@
+"""The three servers bench/llm_bench.py compares, started on loopback one at a time.
+
+    vllm    python -m vllm.entrypoints.openai.api_server (what `vllm serve` runs)
+    rayllm  Ray Serve LLM: ray.serve.llm:build_openai_app, by `serve run CONFIG`
+    ours    this project: ingress + deployments.llm app, by `serve run CONFIG`
+
+All three load the same model directory with the same engine kwargs and the same
+engine environment (KV cache size, thread binding, loopback IP). The Ray-based two
+get their own `ray start --head --block` cluster on 127.0.0.1 with its own temp dir
+and free ports, so nothing touches any other Ray on the machine (no `ray stop`, which
+would stop every Ray of this user). Every process a server starts inherits a unique
+LLM_BENCH_RUN marker in its environment; stopping a server signals its process
+groups, then looks for processes still carrying the marker (the leak check) and
+kills those by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SERVERS = ("vllm", "rayllm", "ours")
+MARKER = "LLM_BENCH_RUN"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ModelSpec:
+    key: str                    # "tiny" | "gemma"
+    name: str                   # the model id clients send
+    source: str                 # model_source, for the record
+    path: Path                  # the directory every server loads
+    engine_kwargs: dict
+    kv_cache_gib: int
+
+
+def engine_env(model: ModelSpec, threads_bind: str) -> dict[str, str]:
+    """The environment every engine runs with, whichever server hosts it."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(model.kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": threads_bind,
+        "VLLM_HOST_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def _cli_flags(kwargs: dict) -> list[str]:
+    flags: list[str] = []
+    for k, v in kwargs.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            flags.append(flag)
+        elif v is not False and v is not None:
+            flags += [flag, str(v)]
+    return flags
+
+
+def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
+    llm_config = {
+        "model_loading_config": {"model_id": model.name, "model_source": str(model.path)},
+        "engine_kwargs": dict(model.engine_kwargs),
+        "runtime_env": {"env_vars": env},
+        "deployment_config": {"num_replicas": 1},
+    }
+    if not gpu:
+        llm_config["accelerator_config"] = {"kind": "cpu"}   # else it asks for a GPU
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [{
+            "name": "rayllm", "route_prefix": "/",
+            "import_path": "ray.serve.llm:build_openai_app",
+            # The model replica's placement group takes the node's CPUs on a small
+            # machine; the ingress holds no model and must schedule regardless.
+            "args": {"llm_configs": [llm_config],
+                     "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}},
+        }],
+    }
+
+
+def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
+    actor = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+    if gpu:
+        actor["num_gpus"] = 1
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {"name": "openai", "route_prefix": "/", "import_path": "ingress.builder:build_app",
+             "args": {"auth": {"enabled": False}}},
+            {"name": f"bench-{model.key}", "route_prefix": None,
+             "import_path": "deployments.llm.builder:build_app",
+             "args": {"model": model.name, "version": "1", "default": True,
+                      "model_source": str(model.path),
+                      "engine": {"engine_kwargs": dict(model.engine_kwargs)},
+                      "deployment": {"ray_actor_options": actor}}},
+        ],
+    }
+
+
+@dataclass
+class Server:
+    """One running server: its processes, URLs and logs."""
+
+    kind: str
+    model: ModelSpec
+    threads_bind: str = "auto"
+    gpu: bool = False
+    ray_num_cpus: int = 4
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    workdir: Path | None = None
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        suffix = "/v1/openai" if self.kind == "ours" else "/v1"
+        return f"http://127.0.0.1:{self.port}{suffix}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(engine_env(self.model, self.threads_bind))
+        env.update({
+            MARKER: self.run_id,
+            "RAY_AUTH_MODE": "disabled",          # loopback cluster, Ray 2.60
+            # `ray start --node-ip-address 127.0.0.1` swaps a loopback address for
+            # the machine's own; with this off, Ray keeps 127.0.0.1 (one node only).
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            # Serve is already shut down when Ray stops: no drain to wait out.
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "VLLM_CACHE_ROOT": str(self.workdir / "vllm-cache"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def _spawn(self, args: list[str], log: str, label: str) -> subprocess.Popen:
+        with open(self.workdir / log, "ab") as out:   # the child keeps its own copy
+            p = subprocess.Popen(args, cwd=REPO, env=self._env(), stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)   # own process group
+        p.bench_label = label
+        self.procs.append(p)
+        return p
+
+    def start(self) -> None:
+        # Short path: Ray's unix sockets live under the temp dir (107-char limit).
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"llmb-{self.kind[:4]}-", dir="/tmp"))
+        self.port = free_port()
+        py = sys.executable
+        if self.kind == "vllm":
+            self._spawn([py, "-m", "vllm.entrypoints.openai.api_server",
+                         "--model", str(self.model.path),
+                         "--served-model-name", self.model.name,
+                         "--host", "127.0.0.1", "--port", str(self.port),
+                         *_cli_flags(self.model.engine_kwargs)], "server.log", "vllm api_server")
+            return
+        gcs_port = free_port()
+        ray = str(Path(py).with_name("ray"))
+        self._spawn([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+                     "--port", str(gcs_port), "--num-cpus", str(self.ray_num_cpus),
+                     "--temp-dir", str(self.workdir / "ray"), "--include-dashboard", "false",
+                     "--disable-usage-stats", "--object-store-memory", "200000000",
+                     "--ray-client-server-port", str(free_port()),
+                     "--dashboard-agent-listen-port", str(free_port()),
+                     "--dashboard-agent-grpc-port", str(free_port()),
+                     "--runtime-env-agent-port", str(free_port()),
+                     "--metrics-export-port", str(free_port())], "ray.log", "ray start")
+        self._wait_for_gcs(gcs_port, timeout_s=120)
+        make = _rayllm_config if self.kind == "rayllm" else _ours_config
+        config = self.workdir / "serve_config.yaml"
+        env = engine_env(self.model, self.threads_bind)
+        config.write_text(yaml.safe_dump(make(self.model, self.port, env, self.gpu)))
+        self._spawn([str(Path(py).with_name("serve")), "run",
+                     "--address", f"127.0.0.1:{gcs_port}", str(config)], "server.log", "serve run")
+
+    def _wait_for_gcs(self, port: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    time.sleep(3)   # the raylet registers just after the GCS listens
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"ray start did not listen on {port} in {timeout_s} s")
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{self.kind}: {p.args[0]} exited with {p.returncode}"
+                                   f"\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for log in sorted(self.workdir.glob("*.log")) if self.workdir else ():
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Polls the models route until it lists the model; returns seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            self.check_alive()
+            try:
+                r = httpx.get(f"{self.base_url}/models", timeout=5)
+                if r.status_code == 200 and any(
+                        m.get("id") == self.model.name for m in r.json().get("data", [])):
+                    return time.monotonic() - start
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"{self.kind} not ready in {timeout_s} s\n{self.log_tail()}")
+
+    def marked_processes(self) -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.pid != os.getpid() and p.environ().get(MARKER) == self.run_id:
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def stop(self, grace_s: float = 30.0, settle_s: float = 20.0) -> dict:
+        """Stops gracefully (SIGINT to `serve run`, which shuts Serve down; SIGTERM to
+        the rest), in reverse start order, each within `grace_s` or killed; then kills
+        what still carries the marker. Returns the leak check."""
+        t0 = time.monotonic()
+        steps = []
+        for p in reversed(self.procs):
+            t = time.monotonic()
+            # The leader only: it shuts its own children down (`ray start --block`
+            # drains the node; signalling its whole group kills the GCS first and
+            # the drain then hangs). The group is killed if the leader overstays.
+            sig = signal.SIGINT if p.bench_label == "serve run" else signal.SIGTERM
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace_s)
+                how = "exited"
+            except subprocess.TimeoutExpired:
+                how = "killed"
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+            steps.append(f"{p.bench_label}: {how} in "
+                         f"{time.monotonic() - t:.1f} s")
+        # Engines and Ray workers exit a moment after their parents.
+        deadline = time.monotonic() + settle_s
+        left = self.marked_processes()
+        while left and time.monotonic() < deadline:
+            time.sleep(1)
+            left = self.marked_processes()
+        after_graceful = [f"{p.pid}:{_name(p)}" for p in left]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+        remaining = [f"{p.pid}:{_name(p)}" for p in self.marked_processes()]
+        return {"stop_s": round(time.monotonic() - t0, 1), "steps": steps,
+                "left_after_graceful_stop": after_graceful,
+                "left_after_kill": remaining, "clean": not remaining}
+
+    def thread_binding(self) -> list[str]:
+        """What vLLM logged about its OpenMP binding (e.g. 'core ids=[0]')."""
+        found = []
+        for log in self.workdir.glob("*.log") if self.workdir else ():
+            for line in log.read_text(errors="replace").splitlines():
+                for key in ("core ids=", "reserved_cpus="):
+                    if key in line:
+                        found.append(line[line.index(key):].strip())
+        return sorted(set(found))
+
+    def cleanup_files(self) -> None:
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:80] or p.name()
+    except psutil.Error:
+        return "?"

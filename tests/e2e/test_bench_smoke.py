@@ -1,0 +1,142 @@
+"""Smoke test of the LLM benchmark harness (bench/) without any engine: the load
+client and its statistics against a fake streaming server, the Markdown report, and
+the stop/leak check on a process tree that leaves a process behind. A few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import load
+import servers
+from llm_bench import markdown
+
+MAX_TOKENS = 8
+
+
+def _fake_app():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def completions(request):
+        body = await request.json()
+        assert body["ignore_eos"] is True and body["max_tokens"] == MAX_TOKENS
+        usage = {"prompt_tokens": 5, "completion_tokens": MAX_TOKENS,
+                 "total_tokens": 5 + MAX_TOKENS}
+        if not body["stream"]:
+            return JSONResponse({"choices": [{"text": "x" * MAX_TOKENS}], "usage": usage})
+
+        async def events():
+            for i in range(MAX_TOKENS):
+                await asyncio.sleep(0.005)
+                yield f"data: {json.dumps({'choices': [{'index': 0, 'text': 'x'}]})}\n\n"
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(_fake_app(), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_load_level_against_fake_server(fake_server, stream):
+    prompts = load.make_prompts(4, 8, seed=0)
+    assert prompts == load.make_prompts(4, 8, seed=0)       # seeded: the same set
+    summary = asyncio.run(load.run_level(fake_server, "m", prompts, concurrency=3,
+                                         requests=6, max_tokens=MAX_TOKENS, stream=stream,
+                                         time_budget_s=30))
+    assert summary["requests_ok"] == 6 and summary["errors"] == 0
+    assert summary["wrong_token_count"] == 0
+    assert summary["output_tokens"] == 6 * MAX_TOKENS and summary["output_tok_s"] > 0
+    if stream:
+        assert summary["text_chunks_per_request"] == MAX_TOKENS
+        assert 0 < summary["ttft_ms"]["p50"] <= summary["ttft_ms"]["p99"]
+        assert 0 < summary["itl_ms"]["p50"] <= summary["itl_ms"]["p99"]
+        assert summary["tpot_ms_mean"] > 0
+
+
+def test_errors_are_counted_not_raised(fake_server):
+    summary = asyncio.run(load.run_level(fake_server.replace("/v1", "/nope"), "m", ["p"],
+                                         concurrency=2, requests=4, max_tokens=MAX_TOKENS,
+                                         stream=True, time_budget_s=30))
+    assert summary["errors"] == 4 and "HTTP 404" in summary["error_samples"][0]
+
+
+def test_percentile():
+    assert load.percentile([], 50) is None
+    assert load.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert load.percentile([5.0], 99) == 5.0
+
+
+def test_stop_finds_and_kills_a_leaked_process(tmp_path):
+    """A 'server' whose child escapes its process group (as an engine could) is found
+    through the environment marker and killed; the report says so."""
+    model = servers.ModelSpec("tiny", "m", "src", tmp_path, {}, 1)
+    server = servers.Server("vllm", model)
+    server.workdir = tmp_path
+    code = ("import os, subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', "
+            "'import os, time; os.setsid(); time.sleep(300)'])\n"
+            "time.sleep(300)\n")
+    server._spawn([sys.executable, "-c", code], "server.log", "vllm api_server")
+    deadline = time.monotonic() + 20
+    while len(server.marked_processes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(server.marked_processes()) == 2
+    report = server.stop(grace_s=10, settle_s=1)
+    assert len(report["left_after_graceful_stop"]) == 1
+    assert report["left_after_kill"] == [] and report["clean"]
+    assert server.marked_processes() == []
+
+
+def test_markdown_report_has_tables_and_ratios():
+    level = {"mode": "stream", "concurrency": 1, "requests_ok": 2, "errors": 0,
+             "output_tok_s": 10.0, "req_s": 1.0, "ttft_ms": {"p50": 5.0, "p99": 6.0},
+             "itl_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0}, "tpot_ms_mean": 1.0}
+    stop = {"stop_s": 1.0, "clean": True, "left_after_graceful_stop": [],
+            "left_after_kill": []}
+    fast = dict(level, output_tok_s=20.0)
+    report = {"started": "now", "mode": "quick", "total_s": 1.0,
+              "machine": {"cpu": "cpu", "cores": 2, "ram_gib": 1.0, "gpus": [],
+                          "load_average_start": (1.0, 1.0, 1.0), "vllm": "v", "ray": "r"},
+              "models": [{"spec": {"key": "tiny", "name": "m", "source": "s",
+                                   "engine_kwargs": {}},
+                          "plan": {"max_tokens": 8, "prompt_words": 4}, "engine_env": {},
+                          "servers": [
+                              {"server": "vllm", "levels": [level], "stop": stop},
+                              {"server": "rayllm", "levels": [], "stop": stop,
+                               "failure": "RuntimeError: boom"},
+                              {"server": "ours", "levels": [fast], "stop": stop}]}]}
+    md = markdown(report)
+    assert "| vllm | stream | 1 |" in md and "FAILED: RuntimeError: boom" in md
+    assert "| stream | 1 | vllm | 2.00 |" in md
