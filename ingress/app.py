@@ -32,10 +32,11 @@ from ingress.config import IngressConfig
 from ingress import convert
 from ingress.errors import OpenAIError, from_validation_error, serve_error
 from ingress.embeddings import embeddings_endpoint
+from ingress.guards import HeaderLimitMiddleware
 from ingress.handles import HandleCache, wait_assigned
 from ingress.images import images_endpoint
 from ingress.limits import ConcurrencyLimiter, Slot
-from ingress.metrics import NoMetrics, StreamRecorder
+from ingress.metrics import NoMetrics, StreamRecorder, node_metrics_text
 from ingress.streaming import ChunkFramer, sse_stream
 from ingress.wire.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from ingress.wire.common import ModelList, ModelObject, Usage, new_id
@@ -224,6 +225,13 @@ class OpenAIService:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def metrics_text(self, request: Request) -> Response:
+        """This node's Prometheus text, from Ray's metrics agent (the same numbers a
+        Prometheus scrape of the agent's port gets), so one URL (and, with
+        auth.protect_metrics, one key) serves both the API and its metrics."""
+        text = await asyncio.to_thread(node_metrics_text)
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     async def list_models(self, request: Request) -> Response:
         data = []
         for entry in self.catalog.entries():
@@ -359,6 +367,7 @@ def build_asgi_app(service: OpenAIService) -> Starlette:
     m = service.metrics
     routes = [
         Route("/health", _endpoint(service.health), methods=["GET"]),
+        Route("/metrics", _endpoint(service.metrics_text), methods=["GET"]),
         Route(f"{PREFIX}/models", _endpoint(service.list_models), methods=["GET"]),
         Route(f"{PREFIX}/models/{{model_id:path}}", _endpoint(service.get_model), methods=["GET"]),
         Route(f"{PREFIX}/chat/completions", _endpoint(service.chat_completions, m, "chat"),
@@ -370,9 +379,11 @@ def build_asgi_app(service: OpenAIService) -> Starlette:
         Route(f"{PREFIX}/images/generations", _endpoint(
             functools.partial(images_endpoint, service), m, "images"), methods=["POST"]),
     ]
-    middleware = []
+    middleware = [Middleware(HeaderLimitMiddleware, max_bytes=service.config.max_header_bytes,
+                             max_count=service.config.max_header_count)]
     if service.config.auth.enabled:
-        middleware.append(Middleware(AuthMiddleware, keys=ApiKeys.from_config(service.config.auth)))
+        middleware.append(Middleware(AuthMiddleware, keys=ApiKeys.from_config(service.config.auth),
+                                     protect_metrics=service.config.auth.protect_metrics))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -1,4 +1,5 @@
-"""API keys: `Authorization: Bearer <key>` on every /v1/openai route.
+"""API keys: `Authorization: Bearer <key>` on every /v1/openai route (and on
+/metrics when `auth.protect_metrics` is set).
 
 Keys are never stored or compared in plain text: each configured key is kept as
 its SHA-256 digest, and a presented key is hashed and compared against every
@@ -19,7 +20,8 @@ from typing import Any, Awaitable, Callable
 
 from ingress.config import AuthConfig
 
-PROTECTED_PREFIX = "/v1/openai"
+API_PREFIX = "/v1/openai"
+METRICS_PATH = "/metrics"
 
 
 def digest(key: str) -> bytes:
@@ -70,16 +72,18 @@ def _bearer(scope: dict[str, Any]) -> str | None:
 class AuthMiddleware:
     """Pure ASGI: rejects unauthenticated /v1/openai requests before any parsing."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], keys: ApiKeys) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], keys: ApiKeys,
+                 protect_metrics: bool = False) -> None:
         self.app = app
         self.keys = keys
+        self.protected = (API_PREFIX, METRICS_PATH) if protect_metrics else (API_PREFIX,)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
-        if scope["type"] != "http" or not path.startswith(PROTECTED_PREFIX) \
+        if scope["type"] != "http" or not path.startswith(self.protected) \
                 or self.keys.check(_bearer(scope)):
             await self.app(scope, receive, send)
             return

@@ -21,6 +21,9 @@ class AuthConfig(BaseModel):
     api_key_hashes_file: str | None = Field(
         default=None, description="File of SHA-256 hex digests of valid keys, one per line.",
     )
+    protect_metrics: bool = Field(
+        default=False, description="Require a key on GET /metrics too (health never).",
+    )
 
 
 class IngressConfig(BaseModel):
@@ -31,6 +34,9 @@ class IngressConfig(BaseModel):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger request bodies get a 413."
     )
+    max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Larger header sets get a 431.")
+    max_header_count: int = Field(default=100, gt=0, description="More headers get a 431.")
     max_n: int = Field(default=16, ge=1, description="Cap on `n` (choices per request).")
     max_tokens_cap: int | None = Field(
         default=None, ge=1, description="Cap on max_tokens; larger asks get a 400.")

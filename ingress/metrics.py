@@ -93,3 +93,20 @@ class StreamRecorder:
         callback, self.on_close = self.on_close, None
         if callback is not None:
             callback()
+
+
+def node_metrics_text(timeout_s: float = 5.0) -> str:
+    """Fetches the Prometheus text of the metrics agent on this replica's node.
+
+    Raises:
+        OSError: the agent did not answer (reported as a 500 by the caller).
+    """
+    import urllib.request
+
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (node-local)
+        return response.read().decode("utf-8")

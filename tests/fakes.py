@@ -70,3 +70,20 @@ class FailingEngine:
             self._running -= 1
 
     async def abort(self, request_id: str) -> None: ...
+
+
+class SlowEngine(FailingEngine):
+    """Holds each request for a while (to fill a replica and its queue), then ends."""
+
+    async def stream(self, prompt_ids: list[int], params: Any,
+                     request_id: str) -> AsyncIterator[_RequestOutput]:
+        import asyncio
+
+        self._running += 1
+        try:
+            for i in range(5):
+                await asyncio.sleep(0.2)
+                yield _RequestOutput([_Output(0, f"t{i}", [i], "length" if i == 4 else None)],
+                                     finished=i == 4)
+        finally:
+            self._running -= 1

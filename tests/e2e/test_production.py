@@ -47,9 +47,11 @@ def secure_base(openai_stack):
 
     from ingress.builder import build_app
 
-    serve.run(build_app({"deployment": {"name": "SecureIngress", "ray_actor_options": {
-        "runtime_env": {"env_vars": {"OPENAI_SERVE_API_KEYS": ",".join(KEYS)}}}}}),
-        name="openai-secure", route_prefix="/secure")
+    serve.run(build_app({"auth": {"protect_metrics": True},
+                         "deployment": {"name": "SecureIngress", "ray_actor_options": {
+                             "runtime_env": {"env_vars": {
+                                 "OPENAI_SERVE_API_KEYS": ",".join(KEYS)}}}}}),
+              name="openai-secure", route_prefix="/secure")
     yield openai_stack.replace("/v1/openai", "/secure/v1/openai")
     serve.delete("openai-secure")
 
@@ -111,6 +113,54 @@ def test_concurrency_limit_is_a_shaped_429(openai_stack, limited_app):
         if r.status_code == 429:
             assert int(r.headers["retry-after"]) >= 1
             assert r.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.fixture(scope="module")
+def queued_app(openai_stack):
+    """One replica that takes one request at a time and queues one more; the engine is
+    a slow stand-in (tests/fakes.py): what is tested is Serve's queue and our shaping."""
+    from ray import serve
+
+    from deployments.contract import MODEL_CARD_KEY
+    from deployments.llm.config import LLMAppConfig
+    from deployments.llm.server import LLMServer
+    from tests.fakes import SlowEngine
+
+    config = LLMAppConfig(model="test/queued", model_source="/tmp")
+    app = serve.deployment(LLMServer).options(
+        name="queued", max_ongoing_requests=1, max_queued_requests=1,
+        user_config={MODEL_CARD_KEY: config.card().model_dump(mode="json")},
+        ray_actor_options={"num_cpus": 0},
+    ).bind(config.model_dump(mode="json"), engine_cls=SlowEngine)
+    serve.run(app, name="queued", route_prefix=None)
+    yield
+    serve.delete("queued")
+
+
+def test_full_serve_queue_is_a_shaped_429(openai_stack, queued_app):
+    async def run():
+        async with httpx.AsyncClient(timeout=60) as http:
+            async def one():
+                return await http.post(f"{openai_stack}/completions", json={
+                    "model": "test/queued", "prompt": "x", "max_tokens": 5})
+            return await asyncio.gather(*(one() for _ in range(6)))
+
+    responses = asyncio.run(run())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
+    for r in responses:
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "rate_limited"
+            assert int(r.headers["retry-after"]) >= 1
+
+
+def test_oversized_headers_are_refused_not_hung(openai_stack):
+    r = httpx.get(f"{openai_stack}/models", headers={"x-big": "a" * 200_000}, timeout=30)
+    assert r.status_code == 431
+    assert r.json()["error"]["code"] == "request_header_fields_too_large"
+    many = {f"x-h{i}": "v" for i in range(150)}
+    assert httpx.get(f"{openai_stack}/models", headers=many, timeout=30).status_code == 431
+    assert httpx.get(f"{openai_stack}/models", timeout=30).status_code == 200
 
 
 def test_caps_are_400(openai_stack):
@@ -255,6 +305,17 @@ def test_two_hundred_concurrent_streams(openai_stack):
 
 
 # --- metrics ---------------------------------------------------------------------
+
+
+def test_metrics_route_and_its_key(openai_stack, secure_base, client):
+    client.completions.create(model=TINY_MODEL, prompt="m", max_tokens=2)
+    open_url = openai_stack.replace("/v1/openai", "/metrics")
+    _wait(lambda: "ray_openai_serve_requests" in httpx.get(open_url, timeout=30).text, 60,
+          "the ingress's /metrics to show our metrics")
+    secure_url = secure_base.replace("/v1/openai", "/metrics")
+    assert httpx.get(secure_url, timeout=30).status_code == 401
+    r = httpx.get(secure_url, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=30)
+    assert r.status_code == 200 and "ray_openai_serve" in r.text
 
 
 def test_metrics_are_exported(client, metrics_url):
