@@ -1,8 +1,11 @@
 """Embeddings throughput through the HTTP endpoint: one request at a time versus many
-concurrent clients, one sentence per request (what dynamic batching is for).
+concurrent clients, one sentence per request (what dynamic batching is for), and the
+same two phases against the engine called directly in-process (the baseline: what the
+HTTP + Serve path costs on top).
 
     python bench/embeddings_throughput.py --base-url http://127.0.0.1:8000/v1/openai
     python bench/embeddings_throughput.py --start      # own Ray + Serve + MiniLM app
+    python bench/embeddings_throughput.py --start --engine   # + the in-process baseline
 
 With --start (or --ray-address for a running cluster) it also reads the engine's
 batch sizes from the replica (`stats()`), per phase.
@@ -15,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -53,6 +57,61 @@ async def run_phase(base_url: str, model: str, total: int, clients: int,
         return total / (time.perf_counter() - start)
 
 
+def _app_args() -> dict:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent
+                             / "serve_config.yaml").read_text())
+    return next(a for a in config["applications"] if a["name"] == APP)["args"]
+
+
+async def engine_phases(sequential: int, concurrent: int, clients: int) -> dict:
+    """The baseline: the application's own engine class, built from serve_config.yaml's
+    MiniLM entry, called in this process the way the replica calls it (tokenize, then
+    embed one request's inputs), with no HTTP, ingress or Serve hop. Same sentences,
+    same one-at-a-time and `clients`-concurrent shapes as the HTTP phases."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from deployments.embeddings.config import EmbeddingAppConfig
+    from deployments.embeddings.engine import VLLMEmbeddingEngine
+    from deployments.embeddings.pooling import resolve_pooling
+    from deployments.models.sources import resolve_model_source
+
+    args = _app_args()
+    # The replica's environment (KV cache size, thread binding), as Serve would set it.
+    env = (args.get("deployment", {}).get("ray_actor_options", {})
+           .get("runtime_env", {}).get("env_vars", {}))
+    os.environ.update({k: str(v) for k, v in env.items()})
+    config = EmbeddingAppConfig.model_validate(args)
+    engine_config = config.engine.model_copy(update={"served_model_name": config.model})
+    path = await asyncio.to_thread(resolve_model_source, config.model_source)
+    spec = resolve_pooling(path, engine_config.pooling, engine_config.normalize)
+    engine = VLLMEmbeddingEngine(engine_config, str(path), spec)
+    await engine.start()
+    counter = iter(range(10**9))
+
+    async def one(i: int) -> None:
+        ids = await asyncio.to_thread(engine.tokenize, [_sentence(i)], None)
+        await engine.embed(ids, f"bench-{next(counter)}")
+
+    async def client(ids: list[int]) -> None:
+        for i in ids:
+            await one(i)
+
+    report = {}
+    try:
+        await one(0)  # warm
+        for name, total, n in (("engine_one_at_a_time", sequential, 1),
+                               (f"engine_concurrent_{clients}", concurrent, clients)):
+            shares = [list(range(c, total, n)) for c in range(n)]
+            start = time.perf_counter()
+            await asyncio.gather(*(client(s) for s in shares))
+            report[name] = {"requests": total, "clients": n, "sentences_per_s":
+                            round(total / (time.perf_counter() - start), 1)}
+    finally:
+        engine.shutdown()
+    return report
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +123,6 @@ def start_stack() -> str:
     serve_config.yaml; returns the API base URL."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import ray
-    import yaml
     from ray import serve
 
     from deployments.embeddings.builder import build_app as build_embeddings
@@ -73,15 +131,14 @@ def start_stack() -> str:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     # log_to_driver=False: replica logs stay in Ray's log files; stdout is the report.
-    ray.init(num_cpus=4, _node_ip_address="127.0.0.1", include_dashboard=False,
+    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
+    ray.init(address="local", num_cpus=4, _node_ip_address="127.0.0.1",
+             include_dashboard=False,
              configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = yaml.safe_load((Path(__file__).resolve().parent.parent
-                             / "serve_config.yaml").read_text())
-    entry = next(a for a in config["applications"] if a["name"] == APP)
-    serve.run(build_embeddings(entry["args"]), name=APP, route_prefix=None)
+    serve.run(build_embeddings(_app_args()), name=APP, route_prefix=None)
     # Loopback only, for this process: no API keys to set up.
     serve.run(build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
               name="openai", route_prefix="/")
@@ -110,16 +167,31 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=1024,
                         help="requests in the concurrent phase")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--engine", action="store_true",
+                        help="first measure the engine called in-process (the baseline)")
+    parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_only:  # the child of --engine: its JSON is the last stdout line
+        result = asyncio.run(engine_phases(args.sequential, args.concurrent, args.clients))
+        print(json.dumps(result))
+        return
 
     stats = args.start or args.ray_address is not None
+    report: dict = {"model": args.model, "load_average": os.getloadavg()}
+    if args.engine:
+        # In a process of its own that ends before the Serve stack starts: the two
+        # never share the CPUs or memory, and vLLM leaves no state behind in this one.
+        child = subprocess.run(
+            [sys.executable, __file__, "--engine-only", "--sequential", str(args.sequential),
+             "--concurrent", str(args.concurrent), "--clients", str(args.clients)],
+            stdout=subprocess.PIPE, text=True, check=True)
+        report.update(json.loads(child.stdout.strip().splitlines()[-1]))
     if args.start:
         args.base_url = start_stack()
     elif args.ray_address:
         import ray
 
         ray.init(address=args.ray_address)
-    report: dict = {"model": args.model, "load_average": os.getloadavg()}
     for name, total, clients in (("one_at_a_time", args.sequential, 1),
                                  (f"concurrent_{args.clients}", args.concurrent,
                                   args.clients)):
@@ -133,6 +205,11 @@ def main() -> None:
             report[name]["batch_sizes"] = dict(sorted(seen.items()))
             report[name]["mean_batch"] = round(
                 sum(k * v for k, v in seen.items()) / max(1, sum(seen.values())), 2)
+    for phase in ("one_at_a_time", f"concurrent_{args.clients}"):
+        base = report.get(f"engine_{phase}")
+        if base and phase in report:
+            report[phase]["vs_engine"] = round(report[phase]["sentences_per_s"]
+                                               / base["sentences_per_s"], 2)
     print(json.dumps(report, indent=2))
 
 

@@ -50,7 +50,9 @@ def start_local(replica_cpus: float, max_batch_images: int,
     from ingress.builder import build_app as build_ingress
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    ray.init(num_cpus=4, _node_ip_address="127.0.0.1", include_dashboard=False,
+    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
+    ray.init(address="local", num_cpus=4, _node_ip_address="127.0.0.1",
+             include_dashboard=False,
              configure_logging=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

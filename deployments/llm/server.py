@@ -103,6 +103,7 @@ class LLMServer:
         assemblers = [ChoiceAssembler(plan, p) for p in range(len(plan.prompts))]
         completion_tokens = 0
         pending = len(plan.prompts)
+        interval = self._config.stream_interval_ms / 1000.0
         try:
             async for p, out in _merge(self._engine, plan, request.request_id):
                 deltas: list[ChoiceDelta] = []
@@ -114,6 +115,12 @@ class LLMServer:
                 if deltas or pending == 0:
                     yield GenerationChunk(deltas, plan.prompt_tokens, completion_tokens,
                                           finished=pending == 0)
+                    if interval and pending:
+                        # Each chunk costs two Ray hops whatever it holds. While we
+                        # wait, vLLM's per-request collector merges the engine's new
+                        # deltas, so the next pull returns them as one output; a
+                        # stream slower than the interval finds nothing waiting.
+                        await asyncio.sleep(interval)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: vLLM's generate aborts on cancel already; abort
             # again by id so no engine step is spent on nobody, then let the

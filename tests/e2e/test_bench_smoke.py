@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import load
 import servers
-from llm_bench import markdown
+from llm_bench import markdown, ratio_lines
 
 MAX_TOKENS = 8
 
@@ -139,4 +139,37 @@ def test_markdown_report_has_tables_and_ratios():
                               {"server": "ours", "levels": [fast], "stop": stop}]}]}
     md = markdown(report)
     assert "| vllm | stream | 1 |" in md and "FAILED: RuntimeError: boom" in md
-    assert "| stream | 1 | vllm | 2.00 |" in md
+    assert "| ours | stream | 1 | vllm | 1 | 2.00 |" in md
+
+
+def test_rounds_compare_within_a_round_and_report_the_median():
+    def level(tok_s, ttft):
+        return {"mode": "stream", "concurrency": 16, "requests_ok": 2, "errors": 0,
+                "output_tok_s": tok_s, "req_s": 1.0, "ttft_ms": {"p50": ttft, "p99": ttft},
+                "itl_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0}, "tpot_ms_mean": 1.0}
+
+    runs = [("vllm", 1, 100.0, 500.0), ("ours", 1, 90.0, 520.0),
+            ("vllm", 2, 50.0, 800.0), ("ours", 2, 49.0, 810.0),
+            ("vllm", 3, 80.0, 600.0), ("ours", 3, 60.0, 700.0)]
+    servers = [{"server": k, "round": r, "rounds": 3, "levels": [level(t, f)]}
+               for k, r, t, f in runs]
+    lines = ratio_lines(servers)
+    # Per round: 0.90, 0.98, 0.75 (a machine that halved its speed in round 2 does not
+    # skew the comparison); the median is 0.90. TTFT differences: +20, +10, +100 ms.
+    assert any(line.startswith("| ours | stream | 16 | vllm | 2 | 0.98 |") for line in lines)
+    median = next(line for line in lines if "| median |" in line)
+    cells = [c.strip() for c in median.strip("|").split("|")]
+    assert cells[5] == "0.90" and cells[8] == "+20"
+
+
+def test_cpu_per_token_splits_engine_from_serving():
+    from cpu import by_role, per_token
+
+    before = {1: ("engine worker", 10.0), 2: ("ingress replica", 1.0)}
+    after = {1: ("engine worker", 12.0), 2: ("ingress replica", 1.5),
+             3: ("serve proxy", 0.5)}  # started in between: counted from zero
+    figures = per_token(by_role(before, after), tokens=1000)
+    assert figures["engine_ms_per_token"] == 2.0
+    assert figures["serving_ms_per_token"] == 1.0
+    assert figures["serving_ms_per_token_by_role"] == {"ingress replica": 0.5,
+                                                       "serve proxy": 0.5}

@@ -148,3 +148,24 @@ def test_request_id_is_returned(openai_stack):
     r = httpx.get(f"{openai_stack}/models", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert httpx.get(f"{openai_stack}/models").headers["x-request-id"]
+
+
+def test_fast_stream_is_coalesced_and_loses_nothing(client):
+    """The fixture model makes a token every few ms, faster than the default
+    stream_interval_ms (50): tokens made while a chunk travels come together in the
+    next one, so there are fewer chunks than tokens, and the text and token count are
+    those of the non-streamed answer."""
+    prompt = "Count the stones by the river"
+    whole = client.completions.create(model=TINY_MODEL, prompt=prompt, max_tokens=300,
+                                      temperature=0, extra_body={"ignore_eos": True})
+    texts, usage = [], None
+    for event in client.completions.create(model=TINY_MODEL, prompt=prompt, max_tokens=300,
+                                           temperature=0, stream=True,
+                                           stream_options={"include_usage": True},
+                                           extra_body={"ignore_eos": True}):
+        if event.choices and event.choices[0].text:
+            texts.append(event.choices[0].text)
+        usage = event.usage or usage
+    assert "".join(texts) == whole.choices[0].text
+    assert usage.completion_tokens == whole.usage.completion_tokens == 300
+    assert 1 < len(texts) < 300
