@@ -18,12 +18,10 @@ the real model's scale factor of 8, so sizes must be multiples of 16 as for schn
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import string
-import tempfile
 from pathlib import Path
+
+from deployments.models.build_once import build_once
 
 MARKER = ".tiny_flux_complete"
 CLIP_MAX_LENGTH = 77  # the pipeline pads CLIP input to model_max_length; CLIP has 77 positions
@@ -110,9 +108,7 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
 def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> Path:
     """Builds (or reuses) a tiny random FLUX pipeline directory.
 
-    Idempotent and safe against concurrent builders: the files are written to a
-    temporary sibling directory that is renamed into place, and a marker file written
-    last records the parameters.
+    Idempotent and safe against concurrent builders (`build_once`).
 
     Args:
         out_dir: Where the pipeline directory should be.
@@ -125,43 +121,8 @@ def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> Path:
         ValueError: `out_dir` holds a build with other parameters.
         FileExistsError: `out_dir` is a non-empty directory that is not a build.
     """
-    out = Path(out_dir).resolve()
-    params = {"seed": seed}
-
-    def existing() -> Path | None:
-        marker = out / MARKER
-        if not marker.is_file():
-            return None
-        found = json.loads(marker.read_text())
-        if found != params:
-            raise ValueError(f"{out} holds a tiny flux built with {found}, not {params}; "
-                             "pass another directory")
-        return out
-
-    if existing():
-        return out
-    if out.exists() and any(out.iterdir()):
-        # Our writes only ever land via rename, so this is someone else's data.
-        raise FileExistsError(f"{out} is not empty and is not a tiny flux build")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write_pipeline(tmp, seed)
-        # mkdtemp creates an owner-only directory; Ray workers may run as another user.
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        (tmp / MARKER).write_text(json.dumps(params))  # last: its presence means complete
-        try:
-            os.rename(tmp, out)  # atomic; replaces an empty dir, fails if another won
-        except OSError:
-            if existing():
-                return out
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return build_once(out_dir, marker=MARKER, params={"seed": seed}, what="tiny flux",
+                      write=lambda tmp: _write_pipeline(tmp, seed))
 
 
 def main(argv: list[str] | None = None) -> None:

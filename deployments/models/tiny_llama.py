@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from deployments.models.build_once import build_once
 
 ROLES = ("system", "user", "assistant", "tool")
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", *(f"<|{r}|>" for r in ROLES), "<|end|>"]
@@ -155,44 +154,11 @@ def build_tiny_llama(
     max_position_embeddings: int = 2048,
 ) -> Path:
     """Build (or reuse) a tiny random Llama chat model at ``out_dir``; return its path."""
-    out = Path(out_dir).resolve()
-    params = {"seed": seed, "vocab_size": vocab_size, "max_position_embeddings": max_position_embeddings}
-
-    def existing() -> Path | None:
-        marker = out / MARKER
-        if not marker.is_file():
-            return None
-        found = json.loads(marker.read_text())
-        if found != params:
-            raise ValueError(f"{out} holds a tiny llama built with {found}, not {params}")
-        return out
-
-    if existing():
-        return out
-    if out.exists() and any(out.iterdir()):
-        # Our writes only ever land via rename, so this is someone else's data.
-        raise FileExistsError(f"{out} is not empty and is not a tiny llama build")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write_model(tmp, seed, vocab_size, max_position_embeddings)
-        # mkdtemp/safetensors create owner-only files; Ray workers may run as another user.
-        tmp.chmod(0o755)
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        (tmp / MARKER).write_text(json.dumps(params))  # last, so its presence means complete
-        try:
-            # Atomic; replaces an empty dir, fails if a concurrent builder won.
-            os.rename(tmp, out)
-        except OSError:
-            if existing():
-                return out
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    params = {"seed": seed, "vocab_size": vocab_size,
+              "max_position_embeddings": max_position_embeddings}
+    return build_once(out_dir, marker=MARKER, params=params, what="tiny llama",
+                      write=lambda tmp: _write_model(tmp, seed, vocab_size,
+                                                     max_position_embeddings))
 
 
 def main(argv: list[str] | None = None) -> None:
