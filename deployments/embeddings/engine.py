@@ -27,13 +27,14 @@ import numpy as np
 
 from deployments.embeddings.config import EmbeddingEngineConfig
 from deployments.embeddings.pooling import PoolingSpec
+from deployments.engine_base import AsyncLLMHolder
 
 logger = logging.getLogger("ray.serve")
 
 _VLLM_POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST"}
 
 
-class VLLMEmbeddingEngine:
+class VLLMEmbeddingEngine(AsyncLLMHolder):
     """vLLM's v1 AsyncLLM with runner="pooling", told the model's own pooling."""
 
     def __init__(self, config: EmbeddingEngineConfig, model_path: str, spec: PoolingSpec,
@@ -106,17 +107,6 @@ class VLLMEmbeddingEngine:
         self.batch_sizes[size] += 1
         if self._on_batch is not None:
             self._on_batch(size)
-
-    def shutdown(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-
-    async def check_health(self) -> None:
-        """Raises only if the engine is dead (Serve then replaces the replica)."""
-        if self._engine is None:
-            raise RuntimeError("engine not started")
-        await self._engine.check_health()
 
     def tokenize(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids of each text, with the model's special tokens.

@@ -11,6 +11,7 @@ import logging
 from typing import Any, AsyncIterator
 
 from deployments.contract import TokenLogprob, ToolCall
+from deployments.engine_base import AsyncLLMHolder
 from deployments.llm.config import EngineConfig
 from deployments.llm.tools import new_call_id
 
@@ -21,7 +22,7 @@ class PromptTooLong(ValueError):
     """The prompt (plus the asked-for output) does not fit the model's context."""
 
 
-class VLLMEngine:
+class VLLMEngine(AsyncLLMHolder):
     """vLLM's v1 AsyncLLM behind a small surface the server depends on."""
 
     def __init__(self, config: EngineConfig, model_path: str) -> None:
@@ -62,17 +63,6 @@ class VLLMEngine:
 
     def tool_parser(self, name: str) -> "ToolCallParser":
         return ToolCallParser(name, self._tokenizer)
-
-    def shutdown(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-
-    async def check_health(self) -> None:
-        """Raises only if the engine is dead (Serve then replaces the replica)."""
-        if self._engine is None:
-            raise RuntimeError("engine not started")
-        await self._engine.check_health()
 
     def num_unfinished_requests(self) -> int:
         return int(self._engine.get_num_unfinished_requests()) if self._engine else 0
