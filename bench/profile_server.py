@@ -44,8 +44,9 @@ def pin_serving(server: Server, engine_cpus: set[int]) -> dict[str, list[int]]:
         role = role_of(p)
         if role == "engine worker":
             continue
-        for tid in os.listdir(f"/proc/{p.pid}/task") if os.path.isdir(
-                f"/proc/{p.pid}/task") else ():
+        for tid in (
+            os.listdir(f"/proc/{p.pid}/task") if os.path.isdir(f"/proc/{p.pid}/task") else ()
+        ):
             try:
                 os.sched_setaffinity(int(tid), others)
             except OSError:
@@ -66,15 +67,30 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=48)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--env", action="append", default=[], help="K=V for every process")
-    ap.add_argument("--app-arg", action="append", default=[],
-                    help="K=JSON, an argument of our LLM app (e.g. stream_interval_ms=0)")
-    ap.add_argument("--py-spy", default="", help="comma list of roles: ingress, replica, "
-                    "proxy, engine (py-spy must be installed)")
+    ap.add_argument(
+        "--app-arg",
+        action="append",
+        default=[],
+        help="K=JSON, an argument of our LLM app (e.g. stream_interval_ms=0)",
+    )
+    ap.add_argument(
+        "--py-spy",
+        default="",
+        help="comma list of roles: ingress, replica, proxy, engine (py-spy must be installed)",
+    )
     ap.add_argument("--out", default="/tmp/profile-server")
-    ap.add_argument("--idle-s", type=float, default=15.0,
-                    help="first measure the idle stack's CPU for this long (0: skip)")
-    ap.add_argument("--pin", default="", help="engine compute CPUs, e.g. 0: after warm-up "
-                    "every other process of the server is kept off them (see pin_serving)")
+    ap.add_argument(
+        "--idle-s",
+        type=float,
+        default=15.0,
+        help="first measure the idle stack's CPU for this long (0: skip)",
+    )
+    ap.add_argument(
+        "--pin",
+        default="",
+        help="engine compute CPUs, e.g. 0: after warm-up "
+        "every other process of the server is kept off them (see pin_serving)",
+    )
     args = ap.parse_args()
     model = resolve_model(args.model)
     plan = PLANS.get(args.model, QUICK_PLAN)
@@ -85,9 +101,13 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = make_prompts(64, plan["prompt_words"], seed=0)
-    report: dict = {"server": args.server, "model": args.model, "env": extra,
-                    "app_args": app_args,
-                    "concurrency": args.concurrency}
+    report: dict = {
+        "server": args.server,
+        "model": args.model,
+        "env": extra,
+        "app_args": app_args,
+        "concurrency": args.concurrency,
+    }
     spies: list[subprocess.Popen] = []
     try:
         server.start()
@@ -95,16 +115,36 @@ def main() -> int:
         asyncio.run(warm_up(server.base_url, model.name, prompts, max_tokens, timeout_s=600))
         if args.pin:
             report["pinned"] = pin_serving(server, {int(c) for c in args.pin.split(",")})
-        names = {"ingress": "ingress replica", "replica": "model replica",
-                 "proxy": "serve proxy", "engine": "engine core", "worker": "engine worker",
-                 "api": "vllm api server", "rayllm": "rayllm ingress"}
+        names = {
+            "ingress": "ingress replica",
+            "replica": "model replica",
+            "proxy": "serve proxy",
+            "engine": "engine core",
+            "worker": "engine worker",
+            "api": "vllm api server",
+            "rayllm": "rayllm ingress",
+        }
         for short in filter(None, args.py_spy.split(",")):
             for pid in pids_of(server, names[short]):
-                spies.append(subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                     str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
-                     "--output", str(out / f"{short}-{pid}.txt")],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                spies.append(
+                    subprocess.Popen(
+                        [
+                            str(Path(sys.executable).with_name("py-spy")),
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--rate",
+                            "200",
+                            "--format",
+                            "raw",
+                            "--nonblocking",
+                            "--output",
+                            str(out / f"{short}-{pid}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         if args.idle_s:
             # What the stack costs with no request at all (control loops, health
             # checks, metrics): on a 2-core machine it is taken from the engine.
@@ -112,13 +152,23 @@ def main() -> int:
             time.sleep(args.idle_s)
             report["idle_cpu_cores_by_role"] = {
                 k: round(v / args.idle_s, 3)
-                for k, v in by_role(idle0, snapshot(server)).items() if v > 0}
+                for k, v in by_role(idle0, snapshot(server)).items()
+                if v > 0
+            }
         before = snapshot(server)
         t0 = time.monotonic()
-        summary = asyncio.run(run_level(
-            server.base_url, model.name, prompts, concurrency=args.concurrency,
-            requests=args.requests, max_tokens=max_tokens, stream=True,
-            time_budget_s=300))
+        summary = asyncio.run(
+            run_level(
+                server.base_url,
+                model.name,
+                prompts,
+                concurrency=args.concurrency,
+                requests=args.requests,
+                max_tokens=max_tokens,
+                stream=True,
+                time_budget_s=300,
+            )
+        )
         wall = time.monotonic() - t0
         after = snapshot(server)
         for s in spies:
@@ -130,15 +180,26 @@ def main() -> int:
                 s.kill()
         roles = by_role(before, after)
         tokens = summary["output_tokens"] or 1
-        report.update({
-            "summary": {k: summary[k] for k in ("output_tok_s", "ttft_ms", "itl_ms",
-                                                 "tpot_ms_mean", "errors",
-                                                 "text_chunks_per_request")},
-            "wall_s": round(wall, 2), "output_tokens": tokens,
-            "cpu_s_by_role": {k: round(v, 2) for k, v in roles.items()},
-            "cpu": per_token(roles, tokens),
-            "cpu_share_of_wall": {k: round(v / wall, 3) for k, v in roles.items()},
-        })
+        report.update(
+            {
+                "summary": {
+                    k: summary[k]
+                    for k in (
+                        "output_tok_s",
+                        "ttft_ms",
+                        "itl_ms",
+                        "tpot_ms_mean",
+                        "errors",
+                        "text_chunks_per_request",
+                    )
+                },
+                "wall_s": round(wall, 2),
+                "output_tokens": tokens,
+                "cpu_s_by_role": {k: round(v, 2) for k, v in roles.items()},
+                "cpu": per_token(roles, tokens),
+                "cpu_share_of_wall": {k: round(v / wall, 3) for k, v in roles.items()},
+            }
+        )
     finally:
         report["stop"] = server.stop()
         server.cleanup_files()

@@ -41,6 +41,19 @@ VARIANTS = {"ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"})}
 MARKER = "LLM_BENCH_RUN"
 
 
+def ray_auth_env() -> dict[str, str]:
+    """Ray's token authentication, as scripts/ray_auth.sh sets it up (that script
+    makes the token once, owner-only): every Ray the benchmark starts keeps it on."""
+    path = subprocess.run(
+        ["bash", "-c", 'source scripts/ray_auth.sh && printf %s "$RAY_AUTH_TOKEN_PATH"'],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": path}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,10 +62,10 @@ def free_port() -> int:
 
 @dataclass
 class ModelSpec:
-    key: str                    # "tiny" | "gemma"
-    name: str                   # the model id clients send
-    source: str                 # model_source, for the record
-    path: Path                  # the directory every server loads
+    key: str  # "tiny" | "gemma"
+    name: str  # the model id clients send
+    source: str  # model_source, for the record
+    path: Path  # the directory every server loads
     engine_kwargs: dict
     kv_cache_gib: int
 
@@ -87,23 +100,29 @@ def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
         "deployment_config": {"num_replicas": 1},
     }
     if not gpu:
-        llm_config["accelerator_config"] = {"kind": "cpu"}   # else it asks for a GPU
+        llm_config["accelerator_config"] = {"kind": "cpu"}  # else it asks for a GPU
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [{
-            "name": "rayllm", "route_prefix": "/",
-            "import_path": "ray.serve.llm:build_openai_app",
-            # The model replica's placement group takes the node's CPUs on a small
-            # machine; the ingress holds no model and must schedule regardless.
-            "args": {"llm_configs": [llm_config],
-                     "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}},
-        }],
+        "applications": [
+            {
+                "name": "rayllm",
+                "route_prefix": "/",
+                "import_path": "ray.serve.llm:build_openai_app",
+                # The model replica's placement group takes the node's CPUs on a small
+                # machine; the ingress holds no model and must schedule regardless.
+                "args": {
+                    "llm_configs": [llm_config],
+                    "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},
+                },
+            }
+        ],
     }
 
 
-def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool,
-                 app_args: dict | None = None) -> dict:
+def _ours_config(
+    model: ModelSpec, port: int, env: dict, gpu: bool, app_args: dict | None = None
+) -> dict:
     actor = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
     if gpu:
         actor["num_gpus"] = 1
@@ -111,14 +130,26 @@ def _ours_config(model: ModelSpec, port: int, env: dict, gpu: bool,
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
         "applications": [
-            {"name": "openai", "route_prefix": "/", "import_path": "ingress.builder:build_app",
-             "args": {"auth": {"enabled": False}}},
-            {"name": f"bench-{model.key}", "route_prefix": None,
-             "import_path": "deployments.llm.builder:build_app",
-             "args": {"model": model.name, "version": "1", "default": True,
-                      "model_source": str(model.path),
-                      "engine": {"engine_kwargs": dict(model.engine_kwargs)},
-                      "deployment": {"ray_actor_options": actor}, **(app_args or {})}},
+            {
+                "name": "openai",
+                "route_prefix": "/",
+                "import_path": "ingress.builder:build_app",
+                "args": {"auth": {"enabled": False}},
+            },
+            {
+                "name": f"bench-{model.key}",
+                "route_prefix": None,
+                "import_path": "deployments.llm.builder:build_app",
+                "args": {
+                    "model": model.name,
+                    "version": "1",
+                    "default": True,
+                    "model_source": str(model.path),
+                    "engine": {"engine_kwargs": dict(model.engine_kwargs)},
+                    "deployment": {"ray_actor_options": actor},
+                    **(app_args or {}),
+                },
+            },
         ],
     }
 
@@ -143,7 +174,7 @@ class Server:
 
     def __post_init__(self) -> None:
         base, env = VARIANTS.get(self.kind, (self.kind, {}))
-        self.app = base   # which stack to start: vllm | rayllm | ours
+        self.app = base  # which stack to start: vllm | rayllm | ours
         self.extra_env = {**env, **self.extra_env}
 
     @property
@@ -154,27 +185,35 @@ class Server:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(engine_env(self.model, self.threads_bind))
-        env.update({
-            MARKER: self.run_id,
-            "RAY_AUTH_MODE": "disabled",          # loopback cluster, Ray 2.60
-            # `ray start --node-ip-address 127.0.0.1` swaps a loopback address for
-            # the machine's own; with this off, Ray keeps 127.0.0.1 (one node only).
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            # Serve is already shut down when Ray stops: no drain to wait out.
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "VLLM_CACHE_ROOT": str(self.workdir / "vllm-cache"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                MARKER: self.run_id,
+                **ray_auth_env(),
+                # `ray start --node-ip-address 127.0.0.1` swaps a loopback address for
+                # the machine's own; with this off, Ray keeps 127.0.0.1 (one node only).
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                # Serve is already shut down when Ray stops: no drain to wait out.
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "VLLM_CACHE_ROOT": str(self.workdir / "vllm-cache"),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def _spawn(self, args: list[str], log: str, label: str) -> subprocess.Popen:
-        with open(self.workdir / log, "ab") as out:   # the child keeps its own copy
-            p = subprocess.Popen(args, cwd=REPO, env=self._env(), stdout=out,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)   # own process group
+        with open(self.workdir / log, "ab") as out:  # the child keeps its own copy
+            p = subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # own process group
         p.bench_label = label
         self.procs.append(p)
         return p
@@ -186,23 +225,60 @@ class Server:
         self.port = free_port()
         py = sys.executable
         if self.app == "vllm":
-            self._spawn([py, "-m", "vllm.entrypoints.openai.api_server",
-                         "--model", str(self.model.path),
-                         "--served-model-name", self.model.name,
-                         "--host", "127.0.0.1", "--port", str(self.port),
-                         *_cli_flags(self.model.engine_kwargs)], "server.log", "vllm api_server")
+            self._spawn(
+                [
+                    py,
+                    "-m",
+                    "vllm.entrypoints.openai.api_server",
+                    "--model",
+                    str(self.model.path),
+                    "--served-model-name",
+                    self.model.name,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    *_cli_flags(self.model.engine_kwargs),
+                ],
+                "server.log",
+                "vllm api_server",
+            )
             return
         gcs_port = free_port()
         ray = str(Path(py).with_name("ray"))
-        self._spawn([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-                     "--port", str(gcs_port), "--num-cpus", str(self.ray_num_cpus),
-                     "--temp-dir", str(self.workdir / "ray"), "--include-dashboard", "false",
-                     "--disable-usage-stats", "--object-store-memory", "200000000",
-                     "--ray-client-server-port", str(free_port()),
-                     "--dashboard-agent-listen-port", str(free_port()),
-                     "--dashboard-agent-grpc-port", str(free_port()),
-                     "--runtime-env-agent-port", str(free_port()),
-                     "--metrics-export-port", str(free_port())], "ray.log", "ray start")
+        self._spawn(
+            [
+                ray,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(gcs_port),
+                "--num-cpus",
+                str(self.ray_num_cpus),
+                "--temp-dir",
+                str(self.workdir / "ray"),
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--object-store-memory",
+                "200000000",
+                "--ray-client-server-port",
+                str(free_port()),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                "--dashboard-agent-grpc-port",
+                str(free_port()),
+                "--runtime-env-agent-port",
+                str(free_port()),
+                "--metrics-export-port",
+                str(free_port()),
+            ],
+            "ray.log",
+            "ray start",
+        )
         self._wait_for_gcs(gcs_port, timeout_s=120)
         config = self.workdir / "serve_config.yaml"
         env = engine_env(self.model, self.threads_bind)
@@ -211,8 +287,17 @@ class Server:
         else:
             serve_config = _ours_config(self.model, self.port, env, self.gpu, self.app_args)
         config.write_text(yaml.safe_dump(serve_config))
-        self._spawn([str(Path(py).with_name("serve")), "run",
-                     "--address", f"127.0.0.1:{gcs_port}", str(config)], "server.log", "serve run")
+        self._spawn(
+            [
+                str(Path(py).with_name("serve")),
+                "run",
+                "--address",
+                f"127.0.0.1:{gcs_port}",
+                str(config),
+            ],
+            "server.log",
+            "serve run",
+        )
 
     def _wait_for_gcs(self, port: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -220,7 +305,7 @@ class Server:
             self.check_alive()
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    time.sleep(3)   # the raylet registers just after the GCS listens
+                    time.sleep(3)  # the raylet registers just after the GCS listens
                     return
             except OSError:
                 time.sleep(1)
@@ -229,8 +314,9 @@ class Server:
     def check_alive(self) -> None:
         for p in self.procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{self.kind}: {p.args[0]} exited with {p.returncode}"
-                                   f"\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.kind}: {p.args[0]} exited with {p.returncode}\n{self.log_tail()}"
+                )
 
     def log_tail(self, lines: int = 30) -> str:
         out = []
@@ -247,7 +333,8 @@ class Server:
             try:
                 r = httpx.get(f"{self.base_url}/models", timeout=5)
                 if r.status_code == 200 and any(
-                        m.get("id") == self.model.name for m in r.json().get("data", [])):
+                    m.get("id") == self.model.name for m in r.json().get("data", [])
+                ):
                     return time.monotonic() - start
             except (httpx.HTTPError, ValueError):
                 pass
@@ -290,8 +377,7 @@ class Server:
                 except ProcessLookupError:
                     pass
                 p.wait(timeout=10)
-            steps.append(f"{p.bench_label}: {how} in "
-                         f"{time.monotonic() - t:.1f} s")
+            steps.append(f"{p.bench_label}: {how} in {time.monotonic() - t:.1f} s")
         # Engines and Ray workers exit a moment after their parents.
         deadline = time.monotonic() + settle_s
         left = self.marked_processes()
@@ -306,9 +392,13 @@ class Server:
                 pass
         psutil.wait_procs(left, timeout=10)
         remaining = [f"{p.pid}:{_name(p)}" for p in self.marked_processes()]
-        return {"stop_s": round(time.monotonic() - t0, 1), "steps": steps,
-                "left_after_graceful_stop": after_graceful,
-                "left_after_kill": remaining, "clean": not remaining}
+        return {
+            "stop_s": round(time.monotonic() - t0, 1),
+            "steps": steps,
+            "left_after_graceful_stop": after_graceful,
+            "left_after_kill": remaining,
+            "clean": not remaining,
+        }
 
     def thread_binding(self) -> list[str]:
         """What vLLM logged about its OpenMP binding (e.g. 'core ids=[0]')."""
@@ -317,7 +407,7 @@ class Server:
             for line in log.read_text(errors="replace").splitlines():
                 for key in ("core ids=", "reserved_cpus="):
                     if key in line:
-                        found.append(line[line.index(key):].strip())
+                        found.append(line[line.index(key) :].strip())
         return sorted(set(found))
 
     def cleanup_files(self) -> None:

@@ -44,8 +44,11 @@ HEAD_IP=127.0.0.10
 worker_ip() { echo "127.0.0.$(( 10 + $1 ))"; }
 HEAD="$HEAD_IP:$RAY_PORT"
 DASHBOARD="http://127.0.0.1:$DASHBOARD_PORT"
-# Loopback-only cluster: no token (Ray 2.60 turns token auth on by default).
-export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+# Token authentication on for every node and client this script starts (the token is
+# made once, owner-only: scripts/ray_auth.sh); loopback addresses on top.
+# shellcheck source=scripts/ray_auth.sh
+source "$ROOT/scripts/ray_auth.sh"
+export RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
     VLLM_HOST_IP=127.0.0.1 TOKENIZERS_PARALLELISM=false
 # Ray's temp dir holds unix sockets: its path must stay short.
 TEMP_DIR="$CLUSTER_DIR/ray"
@@ -87,10 +90,14 @@ start_node() {
 
 # Alive nodes carrying custom resource $1 (GCS view, through the dashboard's state
 # API), or all alive nodes for "". Plain urllib: polled every second, it must be light.
+# The dashboard wants Ray's token (Authorization: Bearer), like every Ray client here.
 count_alive() {
     "$VENV_BIN/python" - "$DASHBOARD" "$1" <<'EOF' 2>/dev/null || echo -1
-import json, sys, urllib.request
-with urllib.request.urlopen(f"{sys.argv[1]}/api/v0/nodes?limit=1000&detail=1", timeout=10) as r:
+import json, os, sys, urllib.request
+token = open(os.environ["RAY_AUTH_TOKEN_PATH"]).read().strip()
+url = f"{sys.argv[1]}/api/v0/nodes?limit=1000&detail=1"
+req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+with urllib.request.urlopen(req, timeout=10) as r:
     nodes = json.load(r)["data"]["result"]["result"]
 print(sum(1 for n in nodes if n["state"] == "ALIVE"
           and (not sys.argv[2] or sys.argv[2] in n.get("resources_total", {}))))
@@ -178,13 +185,16 @@ deploy)
     config="${1:-$ROOT/cluster/local_config.yaml}"
     "$VENV_BIN/serve" deploy --address="$DASHBOARD" "$config"
     "$VENV_BIN/python" - "$DASHBOARD" "$DEPLOY_TIMEOUT" "$config" <<'EOF'
-import json, sys, time, urllib.request
+import json, os, sys, time, urllib.request
 import yaml
 dashboard, timeout, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+token = open(os.environ["RAY_AUTH_TOKEN_PATH"]).read().strip()
+auth = {"Authorization": f"Bearer {token}"}  # the dashboard wants Ray's token
 want = {a["name"] for a in yaml.safe_load(open(config))["applications"]}
 deadline, statuses = time.monotonic() + timeout, {}
 while time.monotonic() < deadline:
-    with urllib.request.urlopen(f"{dashboard}/api/serve/applications/", timeout=10) as r:
+    req = urllib.request.Request(f"{dashboard}/api/serve/applications/", headers=auth)
+    with urllib.request.urlopen(req, timeout=10) as r:
         apps = json.load(r).get("applications") or {}
     statuses = {name: apps.get(name, {}).get("status", "NOT_STARTED") for name in want}
     if any(s == "DEPLOY_FAILED" for s in statuses.values()):
@@ -231,7 +241,7 @@ down)
     ;;
 env)
     # For `source <(cluster/local_cluster.sh env)`: then `ray status`, `serve status`.
-    echo "export RAY_ADDRESS=$HEAD RAY_AUTH_MODE=disabled RAY_DASHBOARD_ADDRESS=$DASHBOARD"
+    echo "export RAY_ADDRESS=$HEAD RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH RAY_DASHBOARD_ADDRESS=$DASHBOARD"
     ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'

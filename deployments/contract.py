@@ -11,8 +11,10 @@ model. Values made once per request or per deploy are pydantic models.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,27 +43,74 @@ class ModelCard(BaseModel):
     )
     max_model_len: int | None = Field(default=None, description="Context length.")
     max_concurrent_requests: int = Field(
-        default=200, ge=1, description="Requests in flight per ingress replica before "
+        default=200,
+        ge=1,
+        description="Requests in flight per ingress replica before "
         "the next one gets a 429 rate_limited.",
     )
     wait_timeout_s: float = Field(
-        default=600.0, gt=0, description="How long a request may wait for a replica "
+        default=600.0,
+        gt=0,
+        description="How long a request may wait for a replica "
         "(cold start, scale from zero) before a 503 model_not_ready.",
     )
     owned_by: str = Field(default="openai-serve", description="Shown in /models.")
+
+
+# Where a starting model replica says what it is doing (deployments/progress.py writes
+# it to Ray's internal KV; ingress/catalog.py reads it beside the controller's
+# details, for /v1/openai/models). One key per replica: the ingress asks for exactly
+# the replicas the controller lists as STARTING, so a key a crashed replica left
+# behind is never read.
+PROGRESS_NAMESPACE = "openai_serve"
+
+
+def progress_key(deploy_id: str, replica_id: str) -> str:
+    """The KV key of one replica's startup progress.
+
+    Args:
+        deploy_id: the Serve application's name.
+        replica_id: the replica's unique id, as the controller's details list it.
+    """
+    return f"startup/{deploy_id}/{replica_id}"
+
+
+class StartupProgress(BaseModel):
+    """One step of a model replica's start: "preparing model: converting weights (3/5)"."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    doing: str = Field(description="What the replica is doing, for people to read.")
+    step: int = Field(ge=1, description="This step's number, from 1.")
+    total: int = Field(ge=1, description="How many steps this stage has.")
+
+    def describe(self) -> str:
+        return f"{self.doing} ({self.step}/{self.total})"
+
+
+# What went wrong, in terms both sides share. The deployment decides the kind (it
+# knows what failed); the ingress alone maps a kind to an HTTP status, an OpenAI
+# error type and a default code (ingress/errors.py).
+ErrorKind = Literal[
+    "invalid_request",  # the caller's input cannot be served (400)
+    "context_length",  # the prompt (plus max_tokens) exceeds the model's context (400)
+    "not_found",  # the thing asked for does not exist on this replica (404)
+    "unavailable",  # the model cannot serve right now; retrying later may work (503)
+    "overloaded",  # the replica is full; retry after a short wait (429)
+    "internal",  # our fault; the message names a request id, never internals (500)
+]
 
 
 @dataclass(slots=True)
 class ErrorInfo:
     """A failure a deployment reports instead of raising across the handle.
 
-    The ingress turns it into the OpenAI error body and picks the HTTP status; it is
-    the only place that does (ingress/errors.py).
+    Built on the deployments side by deployments/errors.py; turned into the OpenAI
+    error body, with its status, by ingress/errors.py alone.
     """
 
     message: str
-    status: int = 400
-    type: str = "invalid_request_error"
+    kind: ErrorKind = "invalid_request"
     param: str | None = None
     code: str | None = None
 
@@ -92,14 +141,13 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str
-    kind: Literal["chat", "completion"]
+    task: Literal["chat", "completion"]
     messages: list[dict[str, Any]] | None = Field(
-        default=None, description="Chat messages (OpenAI shape), for kind='chat'."
+        default=None, description="Chat messages (OpenAI shape), for task='chat'."
     )
     prompts: list[str | list[int]] = Field(
         default_factory=list,
-        description="Completion prompts (text or token ids); choice index = "
-        "prompt_index * n + i.",
+        description="Completion prompts (text or token ids); choice index = prompt_index * n + i.",
     )
     echo: bool = Field(default=False, description="Completions: prepend the prompt.")
     logprobs: int | None = Field(
@@ -115,8 +163,9 @@ class GenerateRequest(BaseModel):
         default=True, description="False: at most one call per forced answer."
     )
     response_format: dict[str, Any] | None = Field(
-        default=None, description="{'type': 'json_object'} or {'type': 'json_schema', "
-        "'schema': {...}} (already normalised by the ingress)."
+        default=None,
+        description="{'type': 'json_object'} or {'type': 'json_schema', "
+        "'schema': {...}} (already normalised by the ingress).",
     )
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
 
@@ -144,7 +193,6 @@ class ChoiceDelta:
 
     index: int
     text: str
-    num_tokens: int
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None
@@ -176,9 +224,7 @@ class LLMDeployment(Protocol):
     ErrorInfo value, so the ingress can pick the status before it sends a byte.
     """
 
-    def generate(
-        self, request: GenerateRequest
-    ) -> AsyncIterator[GenerationChunk | ErrorInfo]:
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerationChunk | ErrorInfo]:
         """Streams a generation.
 
         Yields:
@@ -213,12 +259,14 @@ class EmbedRequest(BaseModel):
         "lists used exactly as given."
     )
     dimensions: int | None = Field(
-        default=None, description="Keep the first N components (re-normalised when the "
-        "model's vectors are); None: all of them."
+        default=None,
+        description="Keep the first N components (re-normalised when the "
+        "model's vectors are); None: all of them.",
     )
     truncate_prompt_tokens: int | None = Field(
-        default=None, description="Cut longer inputs to this many tokens (-1: the "
-        "model's maximum); None: a longer input is an error."
+        default=None,
+        description="Cut longer inputs to this many tokens (-1: the "
+        "model's maximum); None: a longer input is an error.",
     )
 
 
@@ -231,7 +279,6 @@ class EmbeddingResult:
     """
 
     vectors: list[bytes]
-    dimensions: int
     prompt_tokens: int
 
 
@@ -288,8 +335,6 @@ class ImageResult:
     output_format: ImageFormat
     width: int
     height: int
-    seeds: list[int]
-    batch_size: int  # images in the pipeline call that made them (observability)
 
 
 class ImageDeployment(Protocol):
@@ -304,3 +349,31 @@ class ImageDeployment(Protocol):
             for either.
         """
         ...
+
+
+# --- Serve deployment options (both sides' builders) --------------------------------
+
+
+def merge_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Serve deployment options: a task's defaults with a config's `deployment:` over
+    them. One rule for every builder, ingress and models alike: nested dicts
+    (ray_actor_options, runtime_env, env_vars, autoscaling_config) merge key by key,
+    anything else in the overrides replaces the default.
+
+    Args:
+        defaults: the builder's defaults (not modified).
+        overrides: the config's options (not modified).
+
+    Returns:
+        A new dict.
+    """
+    merged = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_options(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    # A fixed replica count and an autoscaling config exclude each other in Serve.
+    if "autoscaling_config" in overrides and "num_replicas" not in overrides:
+        merged.pop("num_replicas", None)
+    return merged

@@ -1,33 +1,34 @@
-"""Serve deployment options: task defaults merged with what the config says.
-
-One helper for every builder, so the merge rule is the same everywhere: nested dicts
-(ray_actor_options, runtime_env, env_vars, autoscaling_config) merge key by key, and
-anything else in the config replaces the default.
+"""Serve deployment options of the model applications: the shared base, the task's
+defaults and the config's `deployment:`, merged by the one rule every builder uses
+(`merge_options`, in deployments/contract.py because the ingress's builder uses it
+too), and the binding of a model application.
 """
 
 from __future__ import annotations
 
-import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from deployments.app_config import ModelAppConfig
+from deployments.contract import MODEL_CARD_KEY, merge_options
+from deployments.server_base import ModelServer
 
-def merge_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(defaults)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_options(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    # A fixed replica count and an autoscaling config exclude each other in Serve.
-    if "autoscaling_config" in overrides and "num_replicas" not in overrides:
-        merged.pop("num_replicas", None)
-    return merged
+if TYPE_CHECKING:  # the builders import ray.serve; this module stays importable without it
+    from ray.serve import Application, Deployment
 
 
 def deployment_name(prefix: str, model: str, version: str) -> str:
-    """A readable deployment name from the model name and version (Serve accepts
-    letters, digits and a few separators; model names carry '/')."""
+    """A readable deployment name from the model name and version.
+
+    Args:
+        prefix: the task ("LLM", "Embeddings", "Image").
+        model: the public model name, which may carry '/'.
+        version: the version label.
+
+    Returns:
+        "PREFIX:MODEL-VERSION" with every run of characters Serve does not accept
+        in a name replaced by '-'.
+    """
     return f"{prefix}:" + re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}-{version}")
 
 
@@ -41,18 +42,71 @@ MODEL_DEPLOYMENT_BASE: dict[str, Any] = {
         "num_cpus": 1,
         "runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
     },
+    # "max_queued_requests" is set by `model_options`: it follows the task's (or the
+    # config's) max_ongoing_requests, QUEUED_PER_ONGOING times over.
 }
 
+# Serve's queue of a model deployment, per caller (each ingress replica's handle), is
+# bounded rather than Serve's default of unbounded: past it the caller gets a
+# BackPressureError at once, which the ingress answers as a 429 rate_limited with
+# Retry-After (ingress/errors.py serve_error), instead of piling up requests that
+# would wait out their wait_timeout_s. Two replicas' worth of work may wait: enough to
+# ride out a replica starting or a burst, little enough to shed load early.
+QUEUED_PER_ONGOING = 2
+_SERVE_DEFAULT_MAX_ONGOING = 5  # Serve's own default, for a task that sets none
 
-def bind_model_app(server_cls: type, config: Any, defaults: dict[str, Any], prefix: str) -> Any:
-    """The one way a model application is bound: task defaults over the shared base,
-    the config's `deployment:` over those, a name from model and version, and the model
-    card in `user_config` (how the ingress learns the catalog, ingress/catalog.py)."""
+
+def model_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The Serve options of a model deployment.
+
+    Args:
+        defaults: the task's options, over MODEL_DEPLOYMENT_BASE.
+        overrides: the config's `deployment:`.
+
+    Returns:
+        The merged options (merge_options), with `max_queued_requests` set to
+        QUEUED_PER_ONGOING x max_ongoing_requests unless the config sets it (-1 there
+        means unbounded, as in Serve).
+    """
+    options = merge_options(merge_options(MODEL_DEPLOYMENT_BASE, defaults), overrides)
+    ongoing = options.get("max_ongoing_requests", _SERVE_DEFAULT_MAX_ONGOING)
+    options.setdefault("max_queued_requests", QUEUED_PER_ONGOING * ongoing)
+    return options
+
+
+def bind_model_app(
+    server_cls: type[ModelServer[Any, Any]],
+    config: ModelAppConfig,
+    defaults: dict[str, Any],
+    prefix: str,
+    *,
+    engine_cls: Any = None,
+) -> Application:
+    """The one way a model application is bound.
+
+    Args:
+        server_cls: the task's ModelServer subclass.
+        config: the validated application config (it has a `card()`).
+        defaults: the task's Serve options, over MODEL_DEPLOYMENT_BASE.
+        prefix: the task, for the deployment name.
+        engine_cls: the engine class for the server's `engine_cls=`; None keeps
+            the server's default (the real engine).
+
+    Returns:
+        The bound application: the config's `deployment:` over the defaults
+        (`model_options`), a name
+        from model and version, and the model card in `user_config` (how the
+        ingress learns the catalog, ingress/catalog.py).
+    """
     from ray import serve
 
-    from deployments.contract import MODEL_CARD_KEY
-
-    options = merge_options(merge_options(MODEL_DEPLOYMENT_BASE, defaults), config.deployment)
+    options = model_options(defaults, config.deployment)
     options["name"] = deployment_name(prefix, config.model, config.version)
     options["user_config"] = {MODEL_CARD_KEY: config.card().model_dump(mode="json")}
-    return serve.deployment(server_cls).options(**options).bind(config.model_dump(mode="json"))
+    # Only when given: the server's default is the real engine, and an explicit None
+    # would replace it.
+    kwargs = {"engine_cls": engine_cls} if engine_cls is not None else {}
+    # Ray types serve.deployment as the decorator factory only; given a class it
+    # returns the Deployment itself.
+    deployment = cast("Deployment", serve.deployment(server_cls))
+    return deployment.options(**options).bind(config.model_dump(mode="json"), **kwargs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
-from deployments.options import merge_options
+from deployments.contract import merge_options
 from ingress.config import IngressConfig
 from ingress.deployment import OpenAIIngress
 
@@ -17,11 +17,22 @@ INGRESS_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     # The ingress only parses, routes and frames; it holds no model, so one replica
     # multiplexes many streams. Scale it with autoscaling_config under load.
     "max_ongoing_requests": 1000,
-    "ray_actor_options": {"num_cpus": 0.5},
+    # Serve's proxy queues what the replicas cannot take yet; past this many (per
+    # proxy) it answers at once: 429 with Retry-After, which clients retry (the
+    # openai SDK does), instead of Serve's default 503 or an unbounded queue. The
+    # body is Serve's plain-text message: the proxy answers before our app runs.
+    "max_queued_requests": 2000,
+    "backpressure_config": {"status_code": 429, "retry_after_s": 1},
+    # No CPU reserved: the ingress is always placeable, on a machine whose CPUs the
+    # model replicas have all taken too, because it is the one that can tell a client
+    # what is wrong (a model waiting for resources: /v1/openai/models, a 503 with the
+    # reason). Without it Serve's proxy would hold every request without an answer.
+    "ray_actor_options": {"num_cpus": 0},
 }
 
 
 def build_app(args: dict[str, Any]) -> Application:
     config = IngressConfig.model_validate(args or {})
     options = merge_options(INGRESS_DEPLOYMENT_DEFAULTS, config.deployment)
-    return serve.deployment(OpenAIIngress).options(**options).bind(config.model_dump(mode="json"))
+    deployment: Deployment = serve.deployment(OpenAIIngress)  # type: ignore[assignment]
+    return deployment.options(**options).bind(config.model_dump(mode="json"))

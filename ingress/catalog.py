@@ -7,6 +7,11 @@ is still starting (or scaled to zero) is already known and routable, and a later
 `serve deploy` that adds or removes an application shows up at the next refresh
 without touching the ingress. No second list to keep in sync.
 
+Why a model does not serve yet (`status_message`, ingress/status.py) comes from the
+same details, plus the progress each STARTING replica publishes in Ray's internal KV
+(deployments/progress.py): one multi-get per refresh, and none while every replica
+runs.
+
 Addressing (the model string a client sends):
     "NAME"             the version marked `default: true`, else the highest version
     "NAME:VERSION"     that version (the version separator is the last ':')
@@ -19,14 +24,23 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, TypeVar
 
-from deployments.contract import MODEL_CARD_KEY, ModelCard
+from deployments.contract import (
+    MODEL_CARD_KEY,
+    PROGRESS_NAMESPACE,
+    ModelCard,
+    StartupProgress,
+    progress_key,
+)
+from ingress.status import plain, status_message, unplaced
 
 logger = logging.getLogger("ray.serve")
 
 DEPLOY_ID_PREFIX = "deploy_id:"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,8 @@ class CatalogEntry:
     message: str
     running_replicas: int
     target_replicas: int
+    # Why it does not serve at full strength, for clients; None when it does.
+    status_message: str | None = None
 
 
 async def fetch_serve_details() -> dict[str, Any]:
@@ -46,11 +62,50 @@ async def fetch_serve_details() -> dict[str, Any]:
     from ray.serve.context import _get_global_client
 
     client = _get_global_client()
-    return await client._controller.get_serve_instance_details.remote()
+    if client is None:
+        raise RuntimeError("Serve is not running on this cluster")
+    details: dict[str, Any] = await client._controller.get_serve_instance_details.remote()
+    return details
 
 
-def entries_from_details(details: dict[str, Any]) -> list[CatalogEntry]:
-    """Pure: turns controller details into catalog entries (unit-tested)."""
+async def read_progress_kv(keys: list[str]) -> dict[str, bytes]:
+    """The startup progress records under `keys` (deployments/progress.py writes
+    them); the missing ones are left out. Ray's internal KV is private API; its
+    async multi-get is one GCS round trip, kept to this one function."""
+    from ray.experimental import internal_kv
+
+    client: Any = internal_kv.global_gcs_client  # None in a process without Ray
+    if client is None:
+        return {}
+    found = await client.async_internal_kv_multi_get(
+        [k.encode() for k in keys], namespace=PROGRESS_NAMESPACE.encode(), timeout=5
+    )
+    return {k.decode(): v for k, v in found.items()}
+
+
+def progress_keys(details: dict[str, Any]) -> list[str]:
+    """Pure: the KV keys of the replicas that are starting with a worker (the only
+    ones that can have published progress)."""
+    return [
+        progress_key(app_name, str(replica.get("replica_id")))
+        for app_name, app in (details.get("applications") or {}).items()
+        for dep in (app.get("deployments") or {}).values()
+        for replica in dep.get("replicas") or []
+        if plain(replica.get("state")) == "STARTING" and not unplaced(replica)
+    ]
+
+
+def entries_from_details(
+    details: dict[str, Any], progress: dict[str, bytes] | None = None, now: float | None = None
+) -> list[CatalogEntry]:
+    """Pure: turns controller details into catalog entries (unit-tested).
+
+    Args:
+        details: the controller's application details.
+        progress: startup progress records by KV key (`read_progress_kv`).
+        now: the time (time.time() when None), to age replicas waiting for a worker.
+    """
+    now = time.time() if now is None else now
     out = []
     for app_name, app in (details.get("applications") or {}).items():
         for dep in (app.get("deployments") or {}).values():
@@ -63,42 +118,86 @@ def entries_from_details(details: dict[str, Any]) -> list[CatalogEntry]:
             except ValueError:
                 logger.warning("application %s has an unreadable model card", app_name)
                 continue
-            running = sum(1 for r in dep.get("replicas") or []
-                          if _plain(r.get("state")) == "RUNNING")
-            out.append(CatalogEntry(
-                deploy_id=app_name, card=card, status=_plain(app.get("status", "")),
-                message=str(app.get("message") or dep.get("message") or ""),
-                running_replicas=running,
-                target_replicas=int(dep.get("target_num_replicas") or 0),
-            ))
+            replicas = list(dep.get("replicas") or [])
+            running = sum(1 for r in replicas if plain(r.get("state")) == "RUNNING")
+            status = plain(app.get("status", ""))
+            message = str(app.get("message") or dep.get("message") or "")
+            target = int(dep.get("target_num_replicas") or 0)
+            out.append(
+                CatalogEntry(
+                    deploy_id=app_name,
+                    card=card,
+                    status=status,
+                    message=message,
+                    running_replicas=running,
+                    target_replicas=target,
+                    status_message=status_message(
+                        status=status,
+                        running=running,
+                        target=target,
+                        serve_message=message,
+                        required=dep.get("required_resources") or {},
+                        replicas=replicas,
+                        progress=_progress_of(app_name, replicas, progress or {}),
+                        now=now,
+                    ),
+                )
+            )
             break  # one model deployment per application
     return out
 
 
-def _plain(status: Any) -> str:
-    # The details hold enum members in-process and strings over JSON.
-    return str(getattr(status, "value", status))
+def _progress_of(
+    app_name: str, replicas: list[dict[str, Any]], progress: dict[str, bytes]
+) -> StartupProgress | None:
+    """The progress the first of the application's starting replicas published."""
+    for replica in replicas:
+        raw = progress.get(progress_key(app_name, str(replica.get("replica_id"))))
+        if raw is None or plain(replica.get("state")) != "STARTING":
+            continue
+        try:
+            return StartupProgress.model_validate_json(raw)
+        except ValueError:
+            logger.warning("application %s published unreadable progress", app_name)
+    return None
 
 
-def _version_key(version: str) -> tuple:
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     # Natural order, so "10" sorts after "9" and "v2" after "v1".
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", version) if p)
 
 
 class Catalog:
-    """Index of model applications, refreshed from the controller."""
+    """Index of model applications, refreshed from the controller.
+
+    Args:
+        fetch: reads the controller's application details (a fake in unit tests).
+        read_progress: reads startup progress records by KV key (`read_progress_kv`).
+        refresh_interval_s: period of the background refresh loop.
+        miss_refresh_s: a lookup that finds nothing refreshes first, unless the last
+            refresh is younger than this (so unknown names cannot hammer the
+            controller).
+        on_refresh: called with the application names after each refresh (the
+            handle cache drops the handles of applications that are gone).
+    """
 
     def __init__(
         self,
         fetch: Callable[[], Awaitable[dict[str, Any]]] = fetch_serve_details,
+        read_progress: Callable[[list[str]], Awaitable[dict[str, bytes]]] = read_progress_kv,
         refresh_interval_s: float = 2.0,
+        miss_refresh_s: float = 0.5,
+        on_refresh: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._fetch = fetch
+        self._read_progress = read_progress
         self._interval = refresh_interval_s
+        self._miss_refresh_s = miss_refresh_s
+        self._on_refresh = on_refresh
         self._by_deploy_id: dict[str, CatalogEntry] = {}
         self._by_name: dict[str, list[CatalogEntry]] = {}
         self._last_refresh = 0.0
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
 
     def load(self, entries: list[CatalogEntry]) -> None:
         by_name: dict[str, list[CatalogEntry]] = {}
@@ -110,16 +209,49 @@ class Catalog:
             versions.sort(key=lambda e: not e.card.default)  # stable: default first
         self._by_deploy_id = {e.deploy_id: e for e in entries}
         self._by_name = by_name
+        if self._on_refresh is not None:
+            self._on_refresh(set(self._by_deploy_id))
 
     async def refresh(self) -> None:
-        async with self._lock:
-            details = await self._fetch()
-            self.load(entries_from_details(details))
-            self._last_refresh = time.monotonic()
+        """Re-reads the controller. Single-flight: callers that arrive while a read is
+        in flight wait for that read instead of starting another."""
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._read())
+            # Cleared when the read ends, even if every waiter was cancelled before.
+            self._inflight.add_done_callback(self._read_done)
+        await asyncio.shield(self._inflight)
 
-    async def refresh_if_stale(self, max_age_s: float) -> None:
-        if time.monotonic() - self._last_refresh > max_age_s:
+    def _read_done(self, future: asyncio.Future[None]) -> None:
+        if self._inflight is future:
+            self._inflight = None
+        if not future.cancelled():
+            future.exception()  # retrieved: a failed read nobody awaited is not an error
+
+    async def _read(self) -> None:
+        details = await self._fetch()
+        self.load(entries_from_details(details, await self._progress(details)))
+        self._last_refresh = time.monotonic()
+
+    async def _progress(self, details: dict[str, Any]) -> dict[str, bytes]:
+        keys = progress_keys(details)
+        if not keys:
+            return {}
+        try:
+            return await self._read_progress(keys)
+        except Exception:  # progress is a courtesy: the catalog refreshes without it
+            logger.debug("reading startup progress failed", exc_info=True)
+            return {}
+
+    async def find(self, pick: Callable[[], T | None]) -> T | None:
+        """`pick()` on the current view; if it finds nothing, once more after a
+        refresh (the model may have been deployed since), unless the view is fresh.
+
+        This is the only "miss → refresh → retry" in the ingress."""
+        found = pick()
+        if found is None and time.monotonic() - self._last_refresh > self._miss_refresh_s:
             await self.refresh()
+            found = pick()
+        return found
 
     async def run_refresh_loop(self) -> None:
         while True:
@@ -138,7 +270,7 @@ class Catalog:
 
     def resolve(self, model: str) -> CatalogEntry | None:
         if model.startswith(DEPLOY_ID_PREFIX):
-            return self._by_deploy_id.get(model[len(DEPLOY_ID_PREFIX):])
+            return self._by_deploy_id.get(model[len(DEPLOY_ID_PREFIX) :])
         entry = self.default_for(model)
         if entry is not None:
             return entry

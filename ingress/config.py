@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ingress.bounds import RequestBounds
 
 
 class AuthConfig(BaseModel):
@@ -19,11 +21,29 @@ class AuthConfig(BaseModel):
         "through the platform's secrets or the ingress's runtime_env).",
     )
     api_key_hashes_file: str | None = Field(
-        default=None, description="File of SHA-256 hex digests of valid keys, one per line.",
+        default=None,
+        description="File of SHA-256 hex digests of valid keys, one per line.",
     )
     protect_metrics: bool = Field(
-        default=False, description="Require a key on GET /metrics too (health never).",
+        default=True,
+        description="Require a key on GET /metrics too (health never): the text names "
+        "models, versions and per-key counts.",
     )
+    max_concurrent_requests_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight per API key on each ingress replica before the "
+        "next one gets a 429 rate_limited; None: no per-key limit.",
+    )
+
+    @model_validator(mode="after")
+    def _limit_needs_keys(self) -> AuthConfig:
+        if self.max_concurrent_requests_per_key is not None and not self.enabled:
+            raise ValueError(
+                "max_concurrent_requests_per_key counts requests by API key: it needs "
+                "auth.enabled; remove it or turn auth on"
+            )
+        return self
 
 
 class IngressConfig(BaseModel):
@@ -35,13 +55,23 @@ class IngressConfig(BaseModel):
         default=4 * 1024 * 1024, gt=0, description="Larger request bodies get a 413."
     )
     max_header_bytes: int = Field(
-        default=32 * 1024, gt=0, description="Larger header sets get a 431.")
+        default=32 * 1024, gt=0, description="Larger header sets get a 431."
+    )
     max_header_count: int = Field(default=100, gt=0, description="More headers get a 431.")
     max_n: int = Field(default=16, ge=1, description="Cap on `n` (choices per request).")
     max_tokens_cap: int | None = Field(
-        default=None, ge=1, description="Cap on max_tokens; larger asks get a 400.")
+        default=None, ge=1, description="Cap on max_tokens; larger asks get a 400."
+    )
+    bounds: RequestBounds = Field(
+        default_factory=RequestBounds,
+        description="Bounded work per chat/completions request: sequences, stop, "
+        "messages, prompt characters, tools, logprobs, JSON-schema budgets "
+        "(ingress/bounds.py; README 'Bounded work per request').",
+    )
     catalog_refresh_s: float = Field(
-        default=2.0, gt=0, description="How often the model catalog is re-read from "
+        default=2.0,
+        gt=0,
+        description="How often the model catalog is re-read from "
         "the Serve controller; an unknown model also triggers a refresh (at most "
         "every `catalog_miss_refresh_s`).",
     )

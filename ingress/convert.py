@@ -38,12 +38,11 @@ def _sampling(req: SamplingFields, max_tokens: int | None) -> SamplingOptions:
 
 
 def chat_request(req: ChatCompletionRequest, request_id: str) -> GenerateRequest:
-    tool_choice = req.tool_choice
-    if isinstance(tool_choice, NamedToolChoice):
-        tool_choice = tool_choice.model_dump()
+    choice = req.tool_choice
+    tool_choice = choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
     return GenerateRequest(
         request_id=request_id,
-        kind="chat",
+        task="chat",
         messages=[m.to_template_dict() for m in req.messages],
         logprobs=req.logprob_count(),
         tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
@@ -57,7 +56,7 @@ def chat_request(req: ChatCompletionRequest, request_id: str) -> GenerateRequest
 def completion_request(req: CompletionRequest, request_id: str) -> GenerateRequest:
     return GenerateRequest(
         request_id=request_id,
-        kind="completion",
+        task="completion",
         prompts=req.prompt_list(),
         echo=req.echo,
         logprobs=req.logprobs,
@@ -73,14 +72,22 @@ def _bytes(token: str) -> list[int]:
 def chat_logprobs(lps: list[TokenLogprob] | None) -> ChatLogprobs | None:
     if lps is None:
         return None
-    return ChatLogprobs(content=[TokenLogprobWire(
-        token=lp.token, logprob=lp.logprob if lp.logprob is not None else -9999.0,
-        bytes=_bytes(lp.token),
-        top_logprobs=[TopLogprob(token=t, logprob=v, bytes=_bytes(t)) for t, v in lp.top],
-    ) for lp in lps])
+    return ChatLogprobs(
+        content=[
+            TokenLogprobWire(
+                token=lp.token,
+                logprob=lp.logprob if lp.logprob is not None else -9999.0,
+                bytes=_bytes(lp.token),
+                top_logprobs=[TopLogprob(token=t, logprob=v, bytes=_bytes(t)) for t, v in lp.top],
+            )
+            for lp in lps
+        ]
+    )
 
 
-def completion_logprobs(lps: list[TokenLogprob] | None, offset: int = 0) -> CompletionLogprobs | None:
+def completion_logprobs(
+    lps: list[TokenLogprob] | None, offset: int = 0
+) -> CompletionLogprobs | None:
     """OpenAI's completions shape; `offset` is where this text starts in the choice."""
     if lps is None:
         return None
@@ -99,10 +106,19 @@ def completion_logprobs(lps: list[TokenLogprob] | None, offset: int = 0) -> Comp
 def tool_calls(calls: list[ToolCall] | None) -> list[ToolCallWire] | None:
     if not calls:
         return None
-    return [ToolCallWire(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
-            for c in calls]
+    return [
+        ToolCallWire(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+        for c in calls
+    ]
 
 
 def tool_call_deltas(calls: list[ToolCall]) -> list[ToolCallDelta]:
-    return [ToolCallDelta(index=i, id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
-            for i, c in enumerate(calls)]
+    return [
+        ToolCallDelta(
+            index=i,
+            id=c.id,
+            type="function",
+            function=FunctionCall(name=c.name, arguments=c.arguments),
+        )
+        for i, c in enumerate(calls)
+    ]

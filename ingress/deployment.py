@@ -7,9 +7,11 @@ from typing import Any
 from ray import serve
 from starlette.applications import Starlette
 
-from ingress.app import OpenAIService, build_asgi_app
+from ingress.app import build_asgi_app
 from ingress.catalog import Catalog
 from ingress.config import IngressConfig
+from ingress.endpoints import Api
+from ingress.forward import Forwarder
 from ingress.handles import HandleCache
 from ingress.metrics import IngressMetrics
 
@@ -22,12 +24,19 @@ class OpenAIIngress:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = IngressConfig.model_validate(config)
-        self._service = OpenAIService(
-            self._config,
-            Catalog(refresh_interval_s=self._config.catalog_refresh_s),
-            HandleCache(),
-            IngressMetrics(),
+        handles = HandleCache()
+        catalog = Catalog(
+            refresh_interval_s=self._config.catalog_refresh_s,
+            miss_refresh_s=self._config.catalog_miss_refresh_s,
+            on_refresh=handles.keep_only,
         )
+        forwarder = Forwarder(
+            catalog,
+            handles,
+            IngressMetrics(),
+            key_limit=self._config.auth.max_concurrent_requests_per_key,
+        )
+        self._api = Api(self._config, forwarder)
 
     def __serve_build_asgi_app__(self) -> Starlette:
-        return build_asgi_app(self._service)
+        return build_asgi_app(self._api)

@@ -13,11 +13,16 @@ them, so a client that prints text only on non-final chunks loses nothing.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from deployments.contract import ErrorInfo, GenerationChunk
 from ingress.convert import chat_logprobs, completion_logprobs, tool_call_deltas
-from ingress.errors import OpenAIError, serve_error
+from ingress.errors import from_info, serve_error
+from ingress.forward import ForwardedStream
 from ingress.wire.chat import ChatChunkChoice, ChatCompletionChunk, ChatDelta
 from ingress.wire.common import Usage
 from ingress.wire.completions import Completion, CompletionChoice
@@ -30,17 +35,25 @@ def _frame(model_json: str) -> str:
 
 
 def _usage(chunk: GenerationChunk) -> Usage:
-    return Usage(prompt_tokens=chunk.prompt_tokens,
-                 completion_tokens=chunk.completion_tokens,
-                 total_tokens=chunk.prompt_tokens + chunk.completion_tokens)
+    return Usage(
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+    )
 
 
 class ChunkFramer:
     """Pure and stateful per stream: one GenerationChunk in, SSE text out."""
 
-    def __init__(self, kind: Literal["chat", "completion"], response_id: str,
-                 created: int, model: str, include_usage: bool) -> None:
-        self.kind = kind
+    def __init__(
+        self,
+        task: Literal["chat", "completion"],
+        response_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+    ) -> None:
+        self.task = task
         self.id = response_id
         self.created = created
         self.model = model
@@ -49,23 +62,43 @@ class ChunkFramer:
         self._text_offset: dict[int, int] = {}  # completions logprobs' text_offset
         self._last: GenerationChunk | None = None
 
-    def _chat(self, index: int, delta: ChatDelta, finish: str | None = None,
-              usage: Usage | None = None, logprobs: Any = None) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs,
-                                 finish_reason=finish)
+    def _chat(
+        self,
+        index: int,
+        delta: ChatDelta,
+        finish: str | None = None,
+        usage: Usage | None = None,
+        logprobs: Any = None,
+    ) -> str:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
         # `object` is passed so exclude_unset keeps it while dropping unset nulls.
-        chunk = ChatCompletionChunk(id=self.id, object="chat.completion.chunk",
-                                    created=self.created, model=self.model, choices=[choice])
+        chunk = ChatCompletionChunk(
+            id=self.id,
+            object="chat.completion.chunk",
+            created=self.created,
+            model=self.model,
+            choices=[choice],
+        )
         if usage is not None:
             chunk.usage = usage
         return _frame(chunk.model_dump_json(exclude_unset=True))
 
-    def _text(self, index: int, text: str, finish: str | None = None,
-              usage: Usage | None = None, logprobs: Any = None) -> str:
-        choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
-                                  finish_reason=finish)
-        chunk = Completion(id=self.id, object="text_completion", created=self.created,
-                           model=self.model, choices=[choice])
+    def _text(
+        self,
+        index: int,
+        text: str,
+        finish: str | None = None,
+        usage: Usage | None = None,
+        logprobs: Any = None,
+    ) -> str:
+        choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
+        chunk = Completion(
+            id=self.id,
+            object="text_completion",
+            created=self.created,
+            model=self.model,
+            choices=[choice],
+        )
         if usage is not None:
             chunk.usage = usage
         return _frame(chunk.model_dump_json(exclude_unset=True))
@@ -74,24 +107,31 @@ class ChunkFramer:
         self._last = chunk
         out = []
         for d in chunk.deltas:
-            if self.kind == "chat":
+            if self.task == "chat":
                 if d.index not in self._role_sent:
                     self._role_sent.add(d.index)
                     out.append(self._chat(d.index, ChatDelta(role="assistant", content="")))
                 if d.text:
-                    out.append(self._chat(d.index, ChatDelta(content=d.text),
-                                          logprobs=chat_logprobs(d.logprobs)))
+                    out.append(
+                        self._chat(
+                            d.index, ChatDelta(content=d.text), logprobs=chat_logprobs(d.logprobs)
+                        )
+                    )
                 if d.tool_calls:
-                    out.append(self._chat(d.index, ChatDelta(
-                        tool_calls=tool_call_deltas(d.tool_calls))))
+                    out.append(
+                        self._chat(d.index, ChatDelta(tool_calls=tool_call_deltas(d.tool_calls)))
+                    )
                 if d.finish_reason is not None:
                     out.append(self._chat(d.index, ChatDelta(), d.finish_reason, _usage(chunk)))
             else:
                 if d.text:
                     offset = self._text_offset.get(d.index, 0)
                     self._text_offset[d.index] = offset + len(d.text)
-                    out.append(self._text(d.index, d.text, logprobs=completion_logprobs(
-                        d.logprobs, offset)))
+                    out.append(
+                        self._text(
+                            d.index, d.text, logprobs=completion_logprobs(d.logprobs, offset)
+                        )
+                    )
                 if d.finish_reason is not None:
                     out.append(self._text(d.index, "", d.finish_reason, _usage(chunk)))
         return "".join(out)
@@ -99,55 +139,67 @@ class ChunkFramer:
     def closing_frames(self) -> str:
         if not self.include_usage or self._last is None:
             return DONE_FRAME
-        body = {"id": self.id, "object": "chat.completion.chunk" if self.kind == "chat"
-                else "text_completion", "created": self.created, "model": self.model,
-                "choices": [], "usage": _usage(self._last).model_dump()}
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.task == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": _usage(self._last).model_dump(),
+        }
         return _frame(json.dumps(body)) + DONE_FRAME
 
 
 async def sse_stream(
-    framer: ChunkFramer,
-    first: GenerationChunk,
-    rest: AsyncIterator[GenerationChunk | ErrorInfo],
-    request_id: str,
-    recorder: Any = None,
+    framer: ChunkFramer, stream: ForwardedStream, request_id: str
 ) -> AsyncIterator[str]:
     """The body of a streaming response, whose status (200) is already decided.
 
     A failure after this point can only be reported in-band: one `data: {error}`
-    frame; `data: [DONE]` always ends the stream, exactly once.
+    frame; `data: [DONE]` always ends the stream, exactly once. The stream is closed
+    by the response (SSEResponse), however the body ends.
     """
-    done = first.finished
+    first: GenerationChunk = stream.first
     last = first
     try:
-        if recorder is not None:
-            recorder.chunk()
+        stream.timer.chunk()
         yield framer.frames(first)
-        if not done:
-            async for item in rest:
+        if not first.finished:
+            async for item in stream.rest:
                 if isinstance(item, ErrorInfo):
-                    done = True
-                    yield OpenAIError.from_info(item).sse_event() + DONE_FRAME
+                    stream.finished = True
+                    yield from_info(item).sse_event() + DONE_FRAME
                     return
                 last = item
                 text = framer.frames(item)
                 if text:
-                    if recorder is not None:
-                        recorder.chunk()
+                    stream.timer.chunk()
                     yield text
-        done = True
-        if recorder is not None:
-            recorder.finish(last.prompt_tokens, last.completion_tokens)
+        stream.finished = True
+        stream.timer.finish(last.prompt_tokens, last.completion_tokens)
         yield framer.closing_frames()
     except Exception as exc:  # the model replica died mid-stream, or a bug here
-        done = True
+        # Not marked finished: closing the stream cancels the replica's generator, in
+        # case the failure was ours and the replica is still generating.
         yield serve_error(exc, request_id).sse_event() + DONE_FRAME
-    finally:
-        if not done:
-            # The client left early (Starlette cancelled us): stop the model
-            # replica's generator now, and with it the engine request.
-            cancel = getattr(rest, "cancel", None)
-            if cancel is not None:
-                cancel()
-        if recorder is not None:
-            recorder.close()
+
+
+class SSEResponse(StreamingResponse):
+    """A text/event-stream response that closes its ForwardedStream when the response
+    ends, however it ends: read to the end, client gone, or cancelled by Starlette
+    before the body was ever iterated (where a generator's `finally` never runs)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, framer: ChunkFramer, stream: ForwardedStream, request_id: str) -> None:
+        super().__init__(
+            sse_stream(framer, stream, request_id),
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()

@@ -13,4 +13,7 @@ if [ "${GPU:-0}" != "1" ]; then
     # Text and embeddings never need them.
     .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+# The test suite's tools outside Python (the Node.js SDK of tests/node; chromium and
+# playwright-core for the playground's browser tests in tests/browser).
+case ",${EXTRAS}," in *,test,*) scripts/install_test_tools.sh ;; esac
 .venv/bin/python -c "import torch, vllm, ray; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| ray', ray.__version__)"

@@ -2,23 +2,65 @@
 # Starts a local one-node Ray bound to loopback and serves serve_config.yaml (or the
 # config given as $1) on http://127.0.0.1:8000 until Ctrl-C, then stops that Ray node
 # (only the one it started: never `ray stop`, which would end every Ray on the machine).
+# Once the API answers it prints the playground's and the API's URLs and which models
+# are still starting (scripts/announce.py).
+#
+#   RAY_PORT                    GCS port (default 6390)
+#   OPENAI_SERVE_RAY_TEMP_DIR   the head's Ray temp dir: logs, sockets, its address file
+#                               (default /tmp/openai-serve-ray-$UID)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${1:-serve_config.yaml}"
 PORT="${RAY_PORT:-6390}"
-# Loopback-only single-node cluster: no token needed (Ray 2.60 enables token auth by default).
-export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1 RAY_AUTH_MODE=disabled
+# A temp dir of its own: `ray start` writes the head's address into
+# $TEMP_DIR/ray_current_cluster instead of Ray's default /tmp/ray/ray_current_cluster,
+# which a later plain `ray.init()` / `serve run` would follow to this head long after it
+# stopped (retrying a dead GCS for minutes).
+TEMP_DIR="${OPENAI_SERVE_RAY_TEMP_DIR:-/tmp/openai-serve-ray-$(id -u)}"
+mkdir -p "$TEMP_DIR"
+# Versions before this one wrote that default file; drop it if it names our head.
+DEFAULT_ADDRESS_FILE="${RAY_TMPDIR:-${TMPDIR:-/tmp}}/ray/ray_current_cluster"
+if [ "$(cat "$DEFAULT_ADDRESS_FILE" 2>/dev/null)" = "127.0.0.1:$PORT" ]; then
+    rm -f "$DEFAULT_ADDRESS_FILE"
+fi
+# Ray's token authentication stays on: scripts/ray_auth.sh makes the token once (owner
+# only, ~/.cache/openai-serve/ray_auth_token) and exports it to the head and to
+# `serve run` below. No Ray port accepts a peer without it.
+source scripts/ray_auth.sh
+# Loopback on top: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray keeps 127.0.0.1 as the
+# node address (the head and its clients must agree on it; see scripts/ray_head.sh).
+export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1 RAY_PORT="$PORT" \
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 set -m  # the head runs in its own process group, so one signal stops all it started
-.venv/bin/ray start --head --block --node-ip-address=127.0.0.1 --port="$PORT" \
-    --dashboard-host=127.0.0.1 --num-cpus="${RAY_NUM_CPUS:-4}" --disable-usage-stats \
-    >/tmp/openai-serve-ray-head.log 2>&1 &
+scripts/ray_head.sh --temp-dir="$TEMP_DIR" >"$TEMP_DIR/head.log" 2>&1 &
 HEAD_PID=$!
 set +m
-trap 'kill -TERM -- -$HEAD_PID 2>/dev/null; sleep 5; kill -KILL -- -$HEAD_PID 2>/dev/null || true' EXIT
+ANNOUNCE_PID="" SERVE_PID=""
+stop() {
+    if [ -n "$ANNOUNCE_PID" ]; then kill "$ANNOUNCE_PID" 2>/dev/null || true; fi
+    if [ -n "$SERVE_PID" ]; then kill -TERM -- -"$SERVE_PID" 2>/dev/null || true; fi
+    kill -TERM -- -"$HEAD_PID" 2>/dev/null || return 0
+    for _ in $(seq 20); do  # up to 10 s for Ray's processes to go, then no more waiting
+        kill -0 -- -"$HEAD_PID" 2>/dev/null || return 0
+        sleep 0.5
+    done
+    kill -KILL -- -"$HEAD_PID" 2>/dev/null || true
+}
+trap stop EXIT
 for _ in $(seq 120); do
     .venv/bin/ray status --address="127.0.0.1:$PORT" >/dev/null 2>&1 && break
-    kill -0 "$HEAD_PID" 2>/dev/null || { cat /tmp/openai-serve-ray-head.log; exit 1; }
+    kill -0 "$HEAD_PID" 2>/dev/null || { cat "$TEMP_DIR/head.log"; exit 1; }
     sleep 1
 done
-echo "Serving $CONFIG on http://127.0.0.1:8000/v1/openai (first start prepares the model: minutes)"
-.venv/bin/serve run --address="127.0.0.1:$PORT" "$CONFIG"
+echo "Serving $CONFIG (first start prepares the models: minutes; Ray logs in $TEMP_DIR)"
+.venv/bin/python scripts/announce.py "$CONFIG" &
+ANNOUNCE_PID=$!
+# `serve run` in a job of its own (set -m: it keeps its SIGINT, which a plain background
+# command would ignore): Ctrl-C, TERM or HUP of this script reach it as a Ctrl-C, so it
+# removes the applications before the head stops, and it never outlives the script.
+set -m
+.venv/bin/serve run --address="127.0.0.1:$PORT" "$CONFIG" &
+SERVE_PID=$!
+set +m
+trap 'kill -INT "$SERVE_PID" 2>/dev/null || true' INT TERM HUP
+while kill -0 "$SERVE_PID" 2>/dev/null; do wait "$SERVE_PID" || true; done

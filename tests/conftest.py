@@ -4,6 +4,7 @@ test session (engine starts are the slow part on 2 cores), on loopback only."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import tempfile
 from pathlib import Path
@@ -19,6 +20,14 @@ os.environ.setdefault("VLLM_CACHE_ROOT", str(_RUN_DIR / "vllm-cache"))
 os.environ.setdefault("OPENAI_SERVE_CACHE", str(_RUN_DIR / "cache"))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+# Ray's token authentication stays on in tests too (never off, not even on loopback):
+# a token of this run's own, owner-only, handed to every Ray process through the
+# environment they inherit.
+_TOKEN = _RUN_DIR / "ray_auth_token"
+_TOKEN.write_text(secrets.token_hex(32))
+_TOKEN.chmod(0o600)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN)
 
 # A one-process engine starts in ~12 s instead of ~30 s (measured here); fine for
 # tests, production keeps vLLM's default multiprocess engine.
@@ -44,16 +53,16 @@ TINY_ENGINE_KWARGS = {
 }
 
 
-def tiny_llm_args(model: str = TINY_MODEL, version: str = "1", seed: int = 0,
-                  **overrides) -> dict:
+def tiny_llm_args(model: str = TINY_MODEL, version: str = "1", seed: int = 0, **overrides) -> dict:
     """serve_config-style args for an LLM application on the tiny fixture model."""
     args = {
         "model": model,
         "version": version,
         "model_source": f"fixture:tiny-llama?seed={seed}",
         "engine": {"engine_kwargs": dict(TINY_ENGINE_KWARGS)},
-        "deployment": {"ray_actor_options": {"num_cpus": 1,
-                                             "runtime_env": {"env_vars": TEST_ENGINE_ENV}}},
+        "deployment": {
+            "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": TEST_ENGINE_ENV}}
+        },
     }
     args.update(overrides)
     return args
@@ -74,11 +83,16 @@ def ray_serve():
     metrics_port = _free_port()
     os.environ["OPENAI_SERVE_TEST_METRICS_PORT"] = str(metrics_port)
     # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
-    ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1",
-             include_dashboard=False,
-             _temp_dir=str(_RUN_DIR / "ray"), configure_logging=False,
-             _metrics_export_port=metrics_port,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        _temp_dir=str(_RUN_DIR / "ray"),
+        configure_logging=False,
+        _metrics_export_port=metrics_port,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
@@ -98,11 +112,16 @@ def openai_stack(ray_serve):
 
     # hermes: exercises the tool-call parser path of tool_choice "auto" (the random
     # model never writes a <tool_call>, so it answers in text).
-    serve.run(build_llm(tiny_llm_args(default=True, aliases=[SNIPPET_MODEL],
-                                      tool_call_parser="hermes")),
-              name=TINY_APP, route_prefix=None)
-    serve.run(build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
-              name="openai", route_prefix="/")
+    serve.run(
+        build_llm(tiny_llm_args(default=True, aliases=[SNIPPET_MODEL], tool_call_parser="hermes")),
+        name=TINY_APP,
+        route_prefix=None,
+    )
+    serve.run(
+        build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
+        name="openai",
+        route_prefix="/",
+    )
     return f"{ray_serve}/v1/openai"
 
 

@@ -8,6 +8,7 @@ from ray.serve import Application
 
 from deployments.embeddings.config import EmbeddingAppConfig
 from deployments.embeddings.server import EmbeddingServer
+from deployments.engines import EmbeddingEngineClass
 from deployments.options import bind_model_app
 
 # Defaults for an embeddings replica; every key can be overridden per application
@@ -21,16 +22,28 @@ EMBEDDING_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Builds the application.
+    """Serve's entry (the `import_path` of serve_config.yaml): Serve calls a builder
+    with exactly one argument and refuses any other signature, so the engine seam is
+    `build_app_with_engine`."""
+    return build_app_with_engine(args)
+
+
+def build_app_with_engine(
+    args: dict[str, Any], engine_cls: EmbeddingEngineClass | None = None
+) -> Application:
+    """Builds the Serve application for one embedding model version.
 
     Args:
         args: one application's `args` from serve_config.yaml (EmbeddingAppConfig).
+        engine_cls: the engine class the replicas use; None: vLLM's pooling runner.
 
     Returns:
-        The bound Serve application; its deployment publishes the model card.
+        The bound EmbeddingServer deployment, its model card in `user_config`.
 
     Raises:
-        pydantic.ValidationError: for args that do not fit EmbeddingAppConfig.
+        pydantic.ValidationError: `args` does not describe a valid EmbeddingAppConfig.
     """
     config = EmbeddingAppConfig.model_validate(args)
-    return bind_model_app(EmbeddingServer, config, EMBEDDING_DEPLOYMENT_DEFAULTS, "Embeddings")
+    return bind_model_app(
+        EmbeddingServer, config, EMBEDDING_DEPLOYMENT_DEFAULTS, "Embeddings", engine_cls=engine_cls
+    )

@@ -6,11 +6,11 @@ with a message naming the field, before any replica starts.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from deployments.app_config import ModelAppConfig
+from deployments.app_config import ModelAppConfig, VLLMEngineConfig
 from deployments.contract import ModelCard
 
 # Set by the engine from the model's own files (deployments/embeddings/pooling.py);
@@ -18,30 +18,18 @@ from deployments.contract import ModelCard
 _RESERVED_ENGINE_KWARGS = ("model", "runner", "convert", "pooler_config")
 
 
-class EmbeddingEngineConfig(BaseModel):
+class EmbeddingEngineConfig(VLLMEngineConfig):
     """How the engine is built; pooling comes from the model directory unless set."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    served_model_name: str | None = Field(
-        default=None, description="Name vLLM reports; defaults to the public name."
-    )
     pooling: Literal["mean", "cls", "last"] | None = Field(
-        default=None, description="Override of the pooling mode read from the "
+        default=None,
+        description="Override of the pooling mode read from the "
         "sentence-transformers files (needed for a model that has none).",
     )
     normalize: bool | None = Field(
-        default=None, description="Override of L2 normalisation (a Normalize module "
+        default=None,
+        description="Override of L2 normalisation (a Normalize module "
         "in modules.json turns it on).",
-    )
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Passed to vLLM's AsyncEngineArgs as-is (e.g. dtype, enforce_eager, "
-        "max_model_len, max_num_seqs and max_num_batched_tokens, which bound one "
-        "engine batch, gpu_memory_utilization). vLLM validates them at replica start.",
-    )
-    start_timeout_s: float = Field(
-        default=900.0, gt=0, description="Bound on engine start inside a replica."
     )
 
     @model_validator(mode="after")
@@ -60,7 +48,9 @@ class EmbeddingAppConfig(ModelAppConfig):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    engine: EmbeddingEngineConfig = Field(default_factory=EmbeddingEngineConfig)
+    engine: EmbeddingEngineConfig = Field(
+        default_factory=EmbeddingEngineConfig, description="The vLLM pooling engine."
+    )
 
     def card(self) -> ModelCard:
         return ModelCard(

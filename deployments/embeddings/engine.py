@@ -37,13 +37,19 @@ _VLLM_POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST"}
 class VLLMEmbeddingEngine(AsyncLLMHolder):
     """vLLM's v1 AsyncLLM with runner="pooling", told the model's own pooling."""
 
-    def __init__(self, config: EmbeddingEngineConfig, model_path: str, spec: PoolingSpec,
-                 *, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: EmbeddingEngineConfig,
+        model_path: str,
+        spec: PoolingSpec,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         """Args:
-            config: the application's engine section.
-            model_path: the local model directory.
-            spec: the resolved pooling (mode and normalize set).
-            on_batch: called with each engine step's batch size (for a metric).
+        config: the application's engine section.
+        model_path: the local model directory.
+        spec: the resolved pooling (mode and normalize set).
+        on_batch: called with each engine step's batch size (for a metric).
         """
         self._config = config
         self._model_path = model_path
@@ -81,12 +87,14 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
             served_model_name=self._config.served_model_name,
             # Stated, not left to vLLM's reading of the same files: vLLM knows only
             # some module type paths, and a config override must win.
-            pooler_config=PoolerConfig(seq_pooling_type=_VLLM_POOLING[self._spec.mode],
-                                       use_activation=self._spec.normalize),
+            pooler_config=PoolerConfig(
+                seq_pooling_type=_VLLM_POOLING[self._spec.mode], use_activation=self._spec.normalize
+            ),
             **kwargs,
         )
         self._engine = AsyncLLM.from_engine_args(
-            args, stat_loggers=[_batch_logger_factory(self._record_batch)])
+            args, stat_loggers=[_batch_logger_factory(self._record_batch)]
+        )
         self._tokenizer = self._engine.get_tokenizer()
         self.max_input_tokens = int(self._engine.model_config.max_model_len)
         self.vocab_size = int(self._engine.model_config.get_vocab_size())
@@ -98,10 +106,15 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         self.dimensions = int(warm.shape[1])
         self.batch_sizes.clear()
         self._on_batch = on_batch
-        logger.info("vLLM embedding engine ready: %s (pooling=%s, normalize=%s, "
-                    "max_input_tokens=%d, dimensions=%d)", self._model_path,
-                    self._spec.mode, self._spec.normalize, self.max_input_tokens,
-                    self.dimensions)
+        logger.info(
+            "vLLM embedding engine ready: %s (pooling=%s, normalize=%s, "
+            "max_input_tokens=%d, dimensions=%d)",
+            self._model_path,
+            self._spec.mode,
+            self._spec.normalize,
+            self.max_input_tokens,
+            self.dimensions,
+        )
 
     def _record_batch(self, size: int) -> None:
         self.batch_sizes[size] += 1
@@ -119,8 +132,12 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         if self._spec.do_lower_case:
             texts = [t.lower() for t in texts]
         with self._tokenize_lock:
-            out = self._tokenizer(texts, add_special_tokens=True,
-                                  truncation=max_tokens is not None, max_length=max_tokens)
+            out = self._tokenizer(
+                texts,
+                add_special_tokens=True,
+                truncation=max_tokens is not None,
+                max_length=max_tokens,
+            )
         return [list(ids) for ids in out["input_ids"]]
 
     async def embed(self, token_ids: list[list[int]], request_id: str) -> np.ndarray:
@@ -143,7 +160,7 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
             return last.outputs.data
 
         try:
-            outs = await asyncio.gather(*(one(p, r) for p, r in zip(token_ids, ids)))
+            outs = await asyncio.gather(*(one(p, r) for p, r in zip(token_ids, ids, strict=True)))
         except (asyncio.CancelledError, GeneratorExit):
             # The caller went away: drop every input still waiting in the engine so no
             # step is spent on nobody (vLLM's encode aborts its own on cancel too).
@@ -166,8 +183,13 @@ def _batch_logger_factory(record: Callable[[int], None]) -> Any:
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
-        def record(self, scheduler_stats: Any, iteration_stats: Any,
-                   mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
             if iteration_stats is not None and iteration_stats.finished_requests:
                 record(len(iteration_stats.finished_requests))
 

@@ -33,9 +33,13 @@ PoolingMode = Literal["mean", "cls", "last"]
 # mean_sqrt_len_tokens) are absent on purpose: such a model is refused at start
 # rather than served with the wrong vectors.
 _MODES: dict[str, PoolingMode] = {
-    "mean": "mean", "mean_tokens": "mean",
-    "cls": "cls", "cls_token": "cls",
-    "lasttoken": "last", "last": "last", "last_token": "last",
+    "mean": "mean",
+    "mean_tokens": "mean",
+    "cls": "cls",
+    "cls_token": "cls",
+    "lasttoken": "last",
+    "last": "last",
+    "last_token": "last",
 }
 _OLD_PREFIX = "pooling_mode_"
 
@@ -67,8 +71,11 @@ def parse_pooling_config(config: dict[str, Any]) -> PoolingMode:
     if isinstance(config.get("pooling_mode"), str):
         names = [config["pooling_mode"]]
     else:
-        names = [k[len(_OLD_PREFIX):] for k, v in config.items()
-                 if k.startswith(_OLD_PREFIX) and v is True]
+        names = [
+            k[len(_OLD_PREFIX) :]
+            for k, v in config.items()
+            if k.startswith(_OLD_PREFIX) and v is True
+        ]
     if len(names) != 1:
         raise ValueError(
             f"the pooling config enables {names or 'no mode'}; exactly one of mean, cls "
@@ -76,9 +83,7 @@ def parse_pooling_config(config: dict[str, Any]) -> PoolingMode:
         )
     mode = _MODES.get(names[0].lower())
     if mode is None:
-        raise ValueError(
-            f"pooling mode {names[0]!r} is not supported; use mean, cls or lasttoken"
-        )
+        raise ValueError(f"pooling mode {names[0]!r} is not supported; use mean, cls or lasttoken")
     return mode
 
 
@@ -98,8 +103,10 @@ def _tokenizer_settings(model_dir: Path) -> tuple[int | None, bool]:
     for path in sorted(model_dir.glob("sentence_*_config.json")):
         config = _read_json(path)
         value = config.get("max_seq_length")
-        return (value if isinstance(value, int) and value > 0 else None,
-                config.get("do_lower_case") is True)
+        return (
+            value if isinstance(value, int) and value > 0 else None,
+            config.get("do_lower_case") is True,
+        )
     return None, False
 
 
@@ -141,8 +148,9 @@ def read_pooling(model_dir: str | Path) -> PoolingSpec:
     )
 
 
-def resolve_pooling(model_dir: str | Path, mode: PoolingMode | None = None,
-                    normalize: bool | None = None) -> PoolingSpec:
+def resolve_pooling(
+    model_dir: str | Path, mode: PoolingMode | None = None, normalize: bool | None = None
+) -> PoolingSpec:
     """The pooling to serve with: the config's overrides, else the model's files.
 
     Args:
@@ -163,5 +171,6 @@ def resolve_pooling(model_dir: str | Path, mode: PoolingMode | None = None,
             f"{model_dir} has no sentence-transformers pooling config (modules.json); "
             "set engine.pooling (mean, cls or last) and engine.normalize in the config"
         )
-    return replace(spec, mode=mode,
-                   normalize=bool(spec.normalize) if normalize is None else normalize)
+    return replace(
+        spec, mode=mode, normalize=bool(spec.normalize) if normalize is None else normalize
+    )

@@ -7,6 +7,9 @@ the oldest waiting request plus every later one with the same key, up to a numbe
 images. The oldest request always goes next, so a rare size is never starved by a
 popular one. Batches run one at a time: the pipeline holds the whole device anyway,
 and requests that arrive during a batch wait for the next, where they can share.
+
+One bad request must not fail its batch mates: when a shared call raises, each of
+its requests runs again alone, so only the one that fails by itself gets the error.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 logger = logging.getLogger("ray.serve")
 
@@ -45,8 +49,13 @@ RunBatch = Callable[[BatchKey, list[str], list[int]], Awaitable[list[Any]]]
 class ImageBatcher:
     """Queues requests and runs compatible ones together through `run_batch`."""
 
-    def __init__(self, run_batch: RunBatch, max_batch_images: int, wait_s: float,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_batch_images: int,
+        wait_s: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._run_batch = run_batch
         self._max = max_batch_images
         self._wait_s = wait_s
@@ -63,8 +72,7 @@ class ImageBatcher:
         self.recent_batch_sizes: collections.deque[int] = collections.deque(maxlen=256)
         self.batch_size_counts: collections.Counter[int] = collections.Counter()
 
-    async def submit(self, key: BatchKey, prompts: list[str],
-                     seeds: list[int]) -> tuple[list[Any], int]:
+    async def submit(self, key: BatchKey, prompts: list[str], seeds: list[int]) -> list[Any]:
         """Queues one request's images and waits for them.
 
         Args:
@@ -73,10 +81,12 @@ class ImageBatcher:
             seeds: One seed per image.
 
         Returns:
-            The request's images in order, and the size of the batch that made them.
+            The request's images, in order. The sizes of the batches are counted in
+            `recent_batch_sizes`, `batch_size_counts` and the `on_batch` callback.
 
         Raises:
-            Exception: whatever the pipeline call raised, for every request in it.
+            Exception: whatever the pipeline call raised for this request's images
+                (run alone, after a shared call failed).
         """
         if self._worker is None or self._worker.done():
             self._check_worker()
@@ -174,27 +184,60 @@ class ImageBatcher:
         return taken
 
     async def _run(self, batch: list[_Pending]) -> None:
-        prompts = [text for p in batch for text in p.prompts]
-        seeds = [seed for p in batch for seed in p.seeds]
-        size = len(prompts)
         self._expected = (batch[0].key, self._in_flight[batch[0].key])
-        self.recent_batch_sizes.append(size)
-        self.batch_size_counts[size] += 1
-        if self._on_batch is not None:
-            self._on_batch(size)
-        logger.info("image batch: %d image(s) from %d request(s), %dx%d, %d steps", size,
-                    len(batch), batch[0].key.width, batch[0].key.height,
-                    batch[0].key.num_inference_steps)
         try:
-            images = await self._run_batch(batch[0].key, prompts, seeds)
-        except Exception as exc:  # every request in the call shares its failure
+            images = await self._call(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+                return
+            # One request (a prompt the pipeline chokes on, say) or the batch's size
+            # may be at fault: each request alone finds out which, at the cost of one
+            # call per request, only on this rare path.
+            logger.warning(
+                "image batch of %d requests failed (%r); running each alone", len(batch), exc
+            )
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                if p.future.done():  # its client left meanwhile
+                    continue
+                try:
+                    alone = await self._call([p])
+                except Exception as own:
+                    _fail(p, own)
+                else:
+                    _answer(p, alone)
             return
         start = 0
         for p in batch:
             end = start + len(p.prompts)
-            if not p.future.done():
-                p.future.set_result((images[start:end], size))
+            _answer(p, images[start:end])
             start = end
+
+    async def _call(self, batch: list[_Pending]) -> list[Any]:
+        """One pipeline call for `batch` (requests with one key), counted and logged."""
+        prompts = [text for p in batch for text in p.prompts]
+        seeds = [seed for p in batch for seed in p.seeds]
+        size = len(prompts)
+        self.recent_batch_sizes.append(size)
+        self.batch_size_counts[size] += 1
+        if self._on_batch is not None:
+            self._on_batch(size)
+        logger.info(
+            "image batch: %d image(s) from %d request(s), %dx%d, %d steps",
+            size,
+            len(batch),
+            batch[0].key.width,
+            batch[0].key.height,
+            batch[0].key.num_inference_steps,
+        )
+        return await self._run_batch(batch[0].key, prompts, seeds)
+
+
+def _answer(p: _Pending, images: list[Any]) -> None:
+    if not p.future.done():
+        p.future.set_result(images)
+
+
+def _fail(p: _Pending, exc: Exception) -> None:
+    if not p.future.done():
+        p.future.set_exception(exc)

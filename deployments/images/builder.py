@@ -6,6 +6,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from deployments.engines import ImageEngineClass
 from deployments.images.config import ImageAppConfig
 from deployments.images.server import ImageServer
 from deployments.options import bind_model_app
@@ -21,10 +22,20 @@ IMAGE_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 
 
 def build_app(args: dict[str, Any]) -> Application:
+    """Serve's entry (the `import_path` of serve_config.yaml): Serve calls a builder
+    with exactly one argument and refuses any other signature, so the engine seam is
+    `build_app_with_engine`."""
+    return build_app_with_engine(args)
+
+
+def build_app_with_engine(
+    args: dict[str, Any], engine_cls: ImageEngineClass | None = None
+) -> Application:
     """Builds the Serve application for one image model version.
 
     Args:
-        args: One application's `args` from serve_config.yaml (ImageAppConfig).
+        args: one application's `args` from serve_config.yaml (ImageAppConfig).
+        engine_cls: the engine class the replicas use; None: diffusers.
 
     Returns:
         The bound ImageServer deployment, its model card in `user_config`.
@@ -33,4 +44,6 @@ def build_app(args: dict[str, Any]) -> Application:
         pydantic.ValidationError: `args` does not describe a valid ImageAppConfig.
     """
     config = ImageAppConfig.model_validate(args)
-    return bind_model_app(ImageServer, config, IMAGE_DEPLOYMENT_DEFAULTS, "Image")
+    return bind_model_app(
+        ImageServer, config, IMAGE_DEPLOYMENT_DEFAULTS, "Image", engine_cls=engine_cls
+    )

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployments.app_config import ModelAppConfig
+from deployments.app_config import EngineConfigBase, ModelAppConfig
 from deployments.contract import ErrorInfo, ImageRequest, ModelCard
 
 
@@ -25,12 +25,14 @@ class SizeLimits(BaseModel):
     min_side: int = Field(default=64, ge=16, description="Smallest width or height.")
     max_side: int = Field(default=1024, ge=16, description="Largest width or height.")
     multiple_of: int = Field(
-        default=16, ge=1, description="Width and height must be multiples of this "
+        default=16,
+        ge=1,
+        description="Width and height must be multiples of this "
         "(FLUX: 16 = VAE scale factor 8 x 2x2 latent packing).",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "SizeLimits":
+    def _check(self) -> SizeLimits:
         if self.min_side > self.max_side:
             raise ValueError("size.min_side must not exceed size.max_side")
         return self
@@ -39,14 +41,17 @@ class SizeLimits(BaseModel):
         """Why `width` x `height` is refused, or None if it is served."""
         for side, value in (("width", width), ("height", height)):
             if value % self.multiple_of:
-                return (f"size: {side} {value} is not a multiple of {self.multiple_of}; "
-                        f"use e.g. {value - value % self.multiple_of or self.multiple_of}.")
+                return (
+                    f"size: {side} {value} is not a multiple of {self.multiple_of}; "
+                    f"use e.g. {value - value % self.multiple_of or self.multiple_of}."
+                )
             if value > self.max_side:
-                return (f"size: {side} {value} is above this model's limit of "
-                        f"{self.max_side}; use at most {self.max_side}x{self.max_side}.")
+                return (
+                    f"size: {side} {value} is above this model's limit of "
+                    f"{self.max_side}; use at most {self.max_side}x{self.max_side}."
+                )
             if value < self.min_side:
-                return (f"size: {side} {value} is below this model's minimum of "
-                        f"{self.min_side}.")
+                return f"size: {side} {value} is below this model's minimum of {self.min_side}."
         return None
 
 
@@ -56,19 +61,23 @@ class GenerationDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_inference_steps: int = Field(
-        default=4, ge=1, description="Denoising steps when the request names none "
+        default=4,
+        ge=1,
+        description="Denoising steps when the request names none "
         "(FLUX.1-schnell is distilled for 4).",
     )
     max_inference_steps: int = Field(
         default=50, ge=1, description="Most steps a request may ask for."
     )
     guidance_scale: float = Field(
-        default=0.0, ge=0, description="Guidance when the request names none "
+        default=0.0,
+        ge=0,
+        description="Guidance when the request names none "
         "(schnell has no guidance embedding: it ignores the value).",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationDefaults":
+    def _check(self) -> GenerationDefaults:
         if self.num_inference_steps > self.max_inference_steps:
             raise ValueError("defaults.num_inference_steps exceeds max_inference_steps")
         return self
@@ -81,21 +90,23 @@ class BatchingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_batch_images: int = Field(
-        default=8, ge=1, description="Most images in one pipeline call. A request is "
+        default=8,
+        ge=1,
+        description="Most images in one pipeline call. A request is "
         "never split; one with more images than this runs alone.",
     )
     batch_wait_timeout_s: float = Field(
-        default=0.05, ge=0, description="Longest wait for compatible requests to join "
+        default=0.05,
+        ge=0,
+        description="Longest wait for compatible requests to join "
         "a batch. A batch waits only while fewer images are queued than the previous "
         "batch carried, so a lone client never waits; requests that arrive while a "
         "batch runs queue for the next one anyway.",
     )
 
 
-class ImageEngineConfig(BaseModel):
+class ImageEngineConfig(EngineConfigBase):
     """How the diffusers pipeline is loaded and called."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="'auto': CUDA when the replica has a GPU, else CPU."
@@ -109,9 +120,6 @@ class ImageEngineConfig(BaseModel):
         "max_sequence_length: 256 for FLUX.1-schnell). Checked against the pipeline's "
         "call signature when the replica starts.",
     )
-    start_timeout_s: float = Field(
-        default=900.0, gt=0, description="Bound on preparing and loading the pipeline."
-    )
 
 
 class ImageAppConfig(ModelAppConfig):
@@ -122,7 +130,9 @@ class ImageAppConfig(ModelAppConfig):
     size: SizeLimits = Field(default_factory=SizeLimits)
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    engine: ImageEngineConfig = Field(default_factory=ImageEngineConfig)
+    engine: ImageEngineConfig = Field(
+        default_factory=ImageEngineConfig, description="The diffusers pipeline."
+    )
 
     def card(self) -> ModelCard:
         return ModelCard(**self.card_fields(), tasks=("image",))
@@ -134,7 +144,10 @@ class ImageAppConfig(ModelAppConfig):
             return ErrorInfo(problem, param="size", code="invalid_size")
         steps = request.num_inference_steps
         if steps is not None and steps > self.defaults.max_inference_steps:
-            return ErrorInfo(f"num_inference_steps must be at most "
-                             f"{self.defaults.max_inference_steps} for this model.",
-                             param="num_inference_steps", code="invalid_value")
+            return ErrorInfo(
+                f"num_inference_steps must be at most "
+                f"{self.defaults.max_inference_steps} for this model.",
+                param="num_inference_steps",
+                code="invalid_value",
+            )
         return None

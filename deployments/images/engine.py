@@ -74,19 +74,26 @@ class DiffusersEngine:
         if dtype_name == "auto":
             dtype_name = "bfloat16" if device == "cuda" else "float32"
         # `dtype`, not `torch_dtype`: diffusers 0.42 deprecates the older name.
-        pipe = DiffusionPipeline.from_pretrained(self._model_dir,
-                                                 dtype=getattr(torch, dtype_name))
+        pipe = DiffusionPipeline.from_pretrained(self._model_dir, dtype=getattr(torch, dtype_name))
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         accepted = inspect.signature(pipe.__call__).parameters
         unknown = sorted(set(self._config.call_kwargs) - set(accepted))
         if unknown:
-            raise ValueError(f"engine.call_kwargs {unknown} are not arguments of "
-                             f"{type(pipe).__name__}; remove them")
+            raise ValueError(
+                f"engine.call_kwargs {unknown} are not arguments of "
+                f"{type(pipe).__name__}; remove them"
+            )
         self._accepted = accepted
         self._pipe = pipe
-        logger.info("loaded %s from %s on %s (%s, %d torch threads)", type(pipe).__name__,
-                    self._model_dir, device, dtype_name, torch.get_num_threads())
+        logger.info(
+            "loaded %s from %s on %s (%s, %d torch threads)",
+            type(pipe).__name__,
+            self._model_dir,
+            device,
+            dtype_name,
+            torch.get_num_threads(),
+        )
 
     async def check_health(self) -> None:
         """Raises only when the pipeline is gone (it has no background process)."""
@@ -109,9 +116,13 @@ class DiffusersEngine:
         # whatever else shares the batch, and CPU noise is the same on any device.
         generators = [torch.Generator("cpu").manual_seed(s) for s in batch.seeds]
         kwargs: dict[str, Any] = dict(
-            prompt=batch.prompts, height=batch.height, width=batch.width,
-            num_inference_steps=batch.num_inference_steps, generator=generators,
-            output_type="pil", **self._config.call_kwargs,
+            prompt=batch.prompts,
+            height=batch.height,
+            width=batch.width,
+            num_inference_steps=batch.num_inference_steps,
+            generator=generators,
+            output_type="pil",
+            **self._config.call_kwargs,
         )
         if "guidance_scale" in self._accepted:
             kwargs["guidance_scale"] = batch.guidance_scale
@@ -119,8 +130,9 @@ class DiffusersEngine:
             kwargs["num_images_per_prompt"] = 1  # n is expanded into prompts already
         return list(self._pipe(**kwargs).images)
 
-    async def encode(self, images: list[Any], output_format: str,
-                     quality: int | None) -> list[bytes]:
+    async def encode(
+        self, images: list[Any], output_format: str, quality: int | None
+    ) -> list[bytes]:
         """Encodes PIL images off the event loop (PNG of a 1024x1024 image: ~0.1-0.3 s)."""
         return await asyncio.to_thread(_encode_all, images, output_format, quality)
 

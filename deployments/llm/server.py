@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+import os
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from typing import Any
 
 from deployments.contract import (
     ChoiceDelta,
@@ -18,34 +22,47 @@ from deployments.contract import (
     GenerationChunk,
     GenerationResult,
 )
+from deployments.engines import EngineStep, LLMEngine, LLMEngineClass
+from deployments.errors import engine_error, planning_error
 from deployments.llm.config import LLMAppConfig
 from deployments.llm.plan import ChoiceAssembler, Plan, build_plan
-from deployments.llm.vllm_engine import PromptTooLong, VLLMEngine, is_client_error
-from deployments.models.sources import resolve_model_source
+from deployments.llm.vllm_engine import VLLMEngine
+from deployments.server_base import ModelServer
 
 logger = logging.getLogger("ray.serve")
 
 
-class LLMServer:
+class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
     """Serve deployment class; the builder wraps it with serve.deployment."""
 
-    async def __init__(self, config: dict[str, Any], *, engine_cls: type = VLLMEngine):
-        self._config = LLMAppConfig.model_validate(config)
-        engine_config = self._config.engine
-        if engine_config.served_model_name is None:
-            engine_config = engine_config.model_copy(
-                update={"served_model_name": self._config.model}
-            )
-        # Preparing a packaged model (Gemma from its GGUF) can take minutes and lots
-        # of RAM; run it off the event loop so the replica stays responsive.
-        model_path = await asyncio.to_thread(
-            resolve_model_source, self._config.model_source
+    config_cls = LLMAppConfig
+
+    async def __init__(  # type: ignore[misc]  # Serve awaits it (server_base.py)
+        self, config: dict[str, Any], *, engine_cls: LLMEngineClass = VLLMEngine
+    ) -> None:
+        """Starts the engine (see ModelServer), then its tool parser and stats.
+
+        Args:
+            config: the application's LLMAppConfig as JSON.
+            engine_cls: the engine class; tests pass a typed fake.
+        """
+        await super().__init__(config, engine_cls=engine_cls)
+        # Chat templates and tokenizers run here, off the event loop: a 1 MB prompt
+        # takes ~2 s to tokenise, which would stall every stream of this replica.
+        # Half the cores (as vLLM sizes its grammar-compile pool), so that planning
+        # huge prompts cannot starve the engine and the streams of CPU either.
+        self._planner = ThreadPoolExecutor(
+            max_workers=max(1, (os.cpu_count() or 2) // 2), thread_name_prefix="llm-plan"
         )
-        self._engine = engine_cls(engine_config, str(model_path))
-        await asyncio.wait_for(self._engine.start(), engine_config.start_timeout_s)
-        self._tool_parser = (self._engine.tool_parser(self._config.tool_call_parser)
-                             if self._config.tool_call_parser else None)
+        self._tool_parser = (
+            self._engine.tool_parser(self._config.tool_call_parser)
+            if self._config.tool_call_parser
+            else None
+        )
         self._stats_task = asyncio.get_running_loop().create_task(self._publish_stats())
+        # Generations running on this replica: chunks are held (stream_interval_ms)
+        # only while there are at least `stream_hold_min_streams` of them.
+        self._active = 0
 
     async def _publish_stats(self, period_s: float = 0.5) -> None:
         """Exports the engine's own count of requests it holds (running or waiting),
@@ -57,96 +74,114 @@ class LLMServer:
             app = serve.get_replica_context().app_name
         except Exception:  # not inside a Serve replica (unit tests)
             return
-        gauge = Gauge("openai_serve_engine_unfinished_requests",
-                      "Requests the engine holds (running or waiting).",
-                      tag_keys=("model", "deploy_id"))
+        gauge = Gauge(
+            "openai_serve_engine_unfinished_requests",
+            "Requests the engine holds (running or waiting).",
+            tag_keys=("model", "deploy_id"),
+        )
         tags = {"model": self._config.model, "deploy_id": app}
         while True:
             gauge.set(self._engine.num_unfinished_requests(), tags)
             await asyncio.sleep(period_s)
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve hands us the model card we published; the ingress reads it from the
-        controller, so there is nothing to apply here."""
-
-    async def check_health(self) -> None:
-        await self._engine.check_health()
 
     def stats(self) -> dict[str, int]:
         """Engine-side counts, for tests and metrics: requests still in the engine."""
         return {"unfinished_requests": self._engine.num_unfinished_requests()}
 
     def __del__(self) -> None:
-        # Serve calls __del__ on graceful shutdown: stop the engine core processes so
-        # nothing outlives `serve shutdown`.
         task = getattr(self, "_stats_task", None)
         if task is not None:
             task.cancel()
-        engine = getattr(self, "_engine", None)
-        if engine is not None:
-            engine.shutdown()
+        planner = getattr(self, "_planner", None)
+        if planner is not None:
+            planner.shutdown(wait=False, cancel_futures=True)
+        super().__del__()
 
     # Requests -------------------------------------------------------------------
 
     async def generate(
         self, request: GenerateRequest
-    ) -> AsyncIterator[GenerationChunk | ErrorInfo]:
+    ) -> AsyncGenerator[GenerationChunk | ErrorInfo, None]:
+        """Streams a generation; see contract.LLMDeployment.generate."""
         try:
-            plan = build_plan(self._engine, request, self._tool_parser)
-        except PromptTooLong as exc:
-            yield ErrorInfo(str(exc), param="messages" if request.kind == "chat"
-                            else "prompt", code="context_length_exceeded")
-            return
+            # Cancelled meanwhile (the client left), the thread finishes its plan and
+            # it is dropped: no engine request exists yet, so there is nothing to abort.
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._planner,
+                build_plan,
+                self._engine,
+                request,
+                self._tool_parser,
+                self._config.limits,
+            )
         except Exception as exc:
-            yield _planning_error(exc, request.request_id)
+            yield planning_error(
+                exc,
+                request.request_id,
+                is_client_error=self._engine.is_client_error,
+                prompt_param="messages" if request.task == "chat" else "prompt",
+            )
             return
         assemblers = [ChoiceAssembler(plan, p) for p in range(len(plan.prompts))]
         completion_tokens = 0
         pending = len(plan.prompts)
         interval = self._config.stream_interval_ms / 1000.0
+        self._active += 1
         try:
-            async for p, out in _merge(self._engine, plan, request.request_id):
-                deltas: list[ChoiceDelta] = []
-                if out is None:  # prompt p is done
-                    pending -= 1
-                else:
-                    completion_tokens += sum(len(o.token_ids) for o in out.outputs)
-                    deltas = assemblers[p].step(out)
-                if deltas or pending == 0:
-                    yield GenerationChunk(deltas, plan.prompt_tokens, completion_tokens,
-                                          finished=pending == 0)
-                    if interval and pending:
-                        # Each chunk costs two Ray hops whatever it holds. While we
-                        # wait, vLLM's per-request collector merges the engine's new
-                        # deltas, so the next pull returns them as one output; a
-                        # stream slower than the interval finds nothing waiting.
-                        await asyncio.sleep(interval)
+            # aclosing: leaving early (client gone, engine failure) closes the merge
+            # now, which cancels its per-prompt tasks, instead of at garbage collection.
+            async with aclosing(_merge(self._engine, plan, request.request_id)) as steps:
+                async for p, out in steps:
+                    deltas: list[ChoiceDelta] = []
+                    if out is None:  # prompt p is done
+                        pending -= 1
+                    else:
+                        _raise_on_engine_failure(out, request.request_id)
+                        completion_tokens += sum(len(o.token_ids) for o in out.outputs)
+                        deltas = assemblers[p].step(out)
+                    if deltas or pending == 0:
+                        yield GenerationChunk(
+                            deltas, plan.prompt_tokens, completion_tokens, finished=pending == 0
+                        )
+                        if interval and pending and self._hold_chunks():
+                            # Each chunk costs two Ray hops whatever it holds. While we
+                            # wait, vLLM's per-request collector merges the engine's new
+                            # deltas, so the next pull returns them as one output; a
+                            # stream slower than the interval finds nothing waiting.
+                            await asyncio.sleep(interval)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: vLLM's generate aborts on cancel already; abort
             # again by id so no engine step is spent on nobody, then let the
             # cancellation finish.
             for p in range(len(plan.prompts)):
-                await asyncio.shield(self._engine.abort(plan.engine_request_id(request.request_id, p)))
+                await asyncio.shield(
+                    self._engine.abort(plan.engine_request_id(request.request_id, p))
+                )
             raise
         except Exception as exc:
-            yield _engine_error(exc, request.request_id)
+            yield engine_error(
+                exc, request.request_id, is_client_error=self._engine.is_client_error
+            )
+        finally:
+            self._active -= 1
+
+    def _hold_chunks(self) -> bool:
+        """Whether to coalesce: only under load. A lightly loaded replica has the CPU
+        to send every engine step at once (no added inter-token latency); a busy
+        one would spend it on per-chunk hops that the engine needs."""
+        return self._active >= self._config.stream_hold_min_streams
 
     async def complete(self, request: GenerateRequest) -> GenerationResult | ErrorInfo:
+        """Runs a generation to the end; see contract.LLMDeployment.complete."""
         merged: dict[int, ChoiceDelta] = {}
         last: GenerationChunk | None = None
-        async for item in self.generate(request):
-            if isinstance(item, ErrorInfo):
-                return item
-            last = item
-            for d in item.deltas:
-                into = merged.setdefault(d.index, ChoiceDelta(d.index, "", 0))
-                into.text += d.text
-                into.num_tokens += d.num_tokens
-                into.finish_reason = d.finish_reason or into.finish_reason
-                if d.logprobs is not None:
-                    into.logprobs = (into.logprobs or []) + d.logprobs
-                if d.tool_calls:
-                    into.tool_calls = (into.tool_calls or []) + d.tool_calls
+        async with aclosing(self.generate(request)) as items:
+            async for item in items:
+                if isinstance(item, ErrorInfo):
+                    return item
+                last = item
+                for d in item.deltas:
+                    merge_delta(merged.setdefault(d.index, ChoiceDelta(d.index, "")), d)
         return GenerationResult(
             choices=[merged[i] for i in sorted(merged)],
             prompt_tokens=last.prompt_tokens if last else 0,
@@ -154,21 +189,53 @@ class LLMServer:
         )
 
 
-async def _merge(engine: Any, plan: Plan, request_id: str) -> AsyncIterator[tuple[int, Any]]:
-    """Runs every prompt's engine request and yields (prompt index, RequestOutput),
+class EngineRequestFailed(Exception):
+    """The engine ended a request with finish_reason "error": it failed that request
+    alone (in vLLM, e.g. a guided-decoding grammar that did not compile) and holds it
+    no longer. Ours, not the caller's: reported as an internal error."""
+
+
+def _raise_on_engine_failure(out: EngineStep, request_id: str) -> None:
+    if any(o.finish_reason == "error" for o in out.outputs):
+        raise EngineRequestFailed(f"the engine failed request {request_id} (finish_reason 'error')")
+
+
+def merge_delta(into: ChoiceDelta, delta: ChoiceDelta) -> None:
+    """Appends one streamed delta of a choice to its whole output so far."""
+    into.text += delta.text
+    into.finish_reason = delta.finish_reason or into.finish_reason
+    if delta.logprobs is not None:
+        into.logprobs = (into.logprobs or []) + delta.logprobs
+    if delta.tool_calls:
+        into.tool_calls = (into.tool_calls or []) + delta.tool_calls
+
+
+async def _merge(
+    engine: LLMEngine, plan: Plan, request_id: str
+) -> AsyncGenerator[tuple[int, EngineStep | None], None]:
+    """Runs every prompt's engine request and yields (prompt index, engine step),
     then (prompt index, None) when that prompt is done. One prompt: no tasks."""
+
+    def stream(p: int) -> aclosing[AsyncGenerator[EngineStep, None]]:
+        # Closed on the way out, so the engine frees the request at once (vLLM's
+        # generate aborts when closed) rather than whenever it is garbage collected.
+        return aclosing(
+            engine.stream(plan.prompts[p], plan.params, plan.engine_request_id(request_id, p))
+        )
+
     if len(plan.prompts) == 1:
-        async for out in engine.stream(plan.prompts[0], plan.params, plan.engine_request_id(request_id, 0)):
-            yield 0, out
+        async with stream(0) as steps:
+            async for out in steps:
+                yield 0, out
         yield 0, None
         return
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, EngineStep | BaseException | None]] = asyncio.Queue()
 
     async def pump(p: int) -> None:
         try:
-            async for out in engine.stream(plan.prompts[p], plan.params,
-                                           plan.engine_request_id(request_id, p)):
-                await queue.put((p, out))
+            async with stream(p) as steps:
+                async for out in steps:
+                    await queue.put((p, out))
             await queue.put((p, None))
         except Exception as exc:  # handed to the consumer, which re-raises it
             await queue.put((p, exc))
@@ -186,25 +253,3 @@ async def _merge(engine: Any, plan: Plan, request_id: str) -> AsyncIterator[tupl
     finally:
         for task in tasks:  # cancelling a pump aborts its engine request
             task.cancel()
-
-
-def _planning_error(exc: BaseException, request_id: str) -> ErrorInfo:
-    """The request could not be turned into engine input: the caller's fault when
-    the template, schema or ids reject it."""
-    try:
-        from jinja2 import TemplateError
-    except ImportError:  # pragma: no cover - jinja2 comes with transformers
-        TemplateError = ValueError  # type: ignore[misc,assignment]
-    if isinstance(exc, (ValueError, TemplateError)) or is_client_error(exc):
-        return ErrorInfo(f"Invalid request: {exc}", param=getattr(exc, "parameter", None))
-    return _engine_error(exc, request_id)
-
-
-def _engine_error(exc: BaseException, request_id: str) -> ErrorInfo:
-    """Engine exception → our error value. Client faults keep their message; server
-    faults are logged with the traceback and reported without internals."""
-    if is_client_error(exc):
-        return ErrorInfo(str(exc), param=getattr(exc, "parameter", None))
-    logger.exception("request %s failed in the engine", request_id)
-    return ErrorInfo(f"Internal server error (request {request_id})", status=500,
-                     type="server_error")

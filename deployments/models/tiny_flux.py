@@ -66,40 +66,77 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
 
     clip_tok, t5_tok = _clip_tokenizer(), _t5_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(clip_tok), hidden_size=HIDDEN, intermediate_size=37,
-        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH,
-        projection_dim=HIDDEN,
-        # The pooled output is taken at the eos position, found by this id.
-        bos_token_id=clip_tok.bos_token_id, eos_token_id=clip_tok.eos_token_id,
-        pad_token_id=clip_tok.pad_token_id,
-    ))
-    text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=len(t5_tok), d_model=HIDDEN, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, decoder_start_token_id=0,
-        pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tok),
+            hidden_size=HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=CLIP_MAX_LENGTH,
+            projection_dim=HIDDEN,
+            # The pooled output is taken at the eos position, found by this id.
+            bos_token_id=clip_tok.bos_token_id,
+            eos_token_id=clip_tok.eos_token_id,
+            pad_token_id=clip_tok.pad_token_id,
+        )
+    )
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tok),
+            d_model=HIDDEN,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            decoder_start_token_id=0,
+            pad_token_id=t5_tok.pad_token_id,
+            eos_token_id=t5_tok.eos_token_id,
+        )
+    )
     vae = AutoencoderKL(
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[4, 4, 4, 4], layers_per_block=1, latent_channels=4,
-        norm_num_groups=4, sample_size=32, use_quant_conv=False, use_post_quant_conv=False,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[4, 4, 4, 4],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
         # Mid-block attention over a 1024x1024 image's 128x128 latent (16k tokens) took
         # most of the decode time on CPU, for noise either way.
         mid_block_add_attention=False,
-        scaling_factor=0.3611, shift_factor=0.1159,  # schnell's values
+        scaling_factor=0.3611,
+        shift_factor=0.1159,  # schnell's values
     )
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=4 * 4, num_layers=1, num_single_layers=1,
-        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=HIDDEN,
-        pooled_projection_dim=HIDDEN, axes_dims_rope=[4, 6, 6],
+        patch_size=1,
+        in_channels=4 * 4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=HIDDEN,
+        pooled_projection_dim=HIDDEN,
+        axes_dims_rope=[4, 6, 6],
         guidance_embeds=False,  # as schnell: guidance_scale is ignored
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False  # schnell's
+        num_train_timesteps=1000,
+        shift=1.0,
+        use_dynamic_shifting=False,  # schnell's
     )
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                        tokenizer=clip_tok, text_encoder_2=text_encoder_2,
-                        tokenizer_2=t5_tok, transformer=transformer)
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tok,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
+    )
     # Saved in float32 (torch's default): every CPU runs it natively; the server
     # picks bf16 only on CUDA.
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -121,8 +158,13 @@ def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> Path:
         ValueError: `out_dir` holds a build with other parameters.
         FileExistsError: `out_dir` is a non-empty directory that is not a build.
     """
-    return build_once(out_dir, marker=MARKER, params={"seed": seed}, what="tiny flux",
-                      write=lambda tmp: _write_pipeline(tmp, seed))
+    return build_once(
+        out_dir,
+        marker=MARKER,
+        params={"seed": seed},
+        what="tiny flux",
+        write=lambda tmp: _write_pipeline(tmp, seed),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

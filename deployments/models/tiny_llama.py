@@ -46,8 +46,13 @@ CHAT_TEMPLATE = (
 
 # Sized for vLLM's CPU attention backend, which rejects head_dim < 32
 # (hidden 64 / 4 heads = 16 fails at engine start).
-MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2)
+MODEL_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def _corpus() -> list[str]:
@@ -55,14 +60,22 @@ def _corpus() -> list[str]:
     # machine and run, whatever the seed.
     subjects = ["The model", "A user", "The server", "Our team", "The assistant", "Every request"]
     verbs = ["answers", "reads", "writes", "sends", "checks", "returns"]
-    objects = ["a short message", "the next token", "a simple question", "the chat history",
-               "a helpful reply", "some plain English text"]
+    objects = [
+        "a short message",
+        "the next token",
+        "a simple question",
+        "the chat history",
+        "a helpful reply",
+        "some plain English text",
+    ]
     tails = ["quickly.", "with care.", "over the network.", "in a few seconds.", "again and again."]
     lines = [f"{s} {v} {o} {t}" for s in subjects for v in verbs for o in objects for t in tails]
-    lines += ["Hello! Hi there, how are you today? I am fine, thank you.",
-              "What is the weather like? It is sunny and warm, with a light wind.",
-              "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 2024. Punctuation: , . ; : ! ? ' \" ( ) [ ] { }",
-              "def hello(name):\n    return f\"Hello, {name}!\"\n"]
+    lines += [
+        "Hello! Hi there, how are you today? I am fine, thank you.",
+        "What is the weather like? It is sunny and warm, with a light wind.",
+        "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 2024. Punctuation: , . ; : ! ? ' \" ( ) [ ] { }",
+        'def hello(name):\n    return f"Hello, {name}!"\n',
+    ]
     return lines
 
 
@@ -91,7 +104,10 @@ def _build_tokenizer(vocab_size: int):
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         additional_special_tokens=SPECIAL_TOKENS[4:],
         chat_template=CHAT_TEMPLATE,
         model_max_length=None,
@@ -122,7 +138,9 @@ def _write_model(tmp: Path, seed: int, vocab_size: int, max_position_embeddings:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_position_embeddings,
-        bos_token_id=ids["<s>"], eos_token_id=eos_ids, pad_token_id=ids["<pad>"],
+        bos_token_id=ids["<s>"],
+        eos_token_id=eos_ids,
+        pad_token_id=ids["<pad>"],
         # Untied: with tied weights a random model just echoes its last input
         # token, and in chat that is <|assistant|>, which detokenizes to "".
         tie_word_embeddings=False,
@@ -136,8 +154,11 @@ def _write_model(tmp: Path, seed: int, vocab_size: int, max_position_embeddings:
     # while some ordinary token always scores higher, so greedy output is
     # clean, non-empty text that runs to max_tokens (predictable for tests);
     # sampling can still emit eos.
-    muted = [i for i in range(len(tokenizer))
-             if i in tokenizer.all_special_ids or not _printable(tokenizer.decode([i]))]
+    muted = [
+        i
+        for i in range(len(tokenizer))
+        if i in tokenizer.all_special_ids or not _printable(tokenizer.decode([i]))
+    ]
     with torch.no_grad():
         model.lm_head.weight[muted] = 0
     model.generation_config = GenerationConfig(
@@ -154,11 +175,18 @@ def build_tiny_llama(
     max_position_embeddings: int = 2048,
 ) -> Path:
     """Build (or reuse) a tiny random Llama chat model at ``out_dir``; return its path."""
-    params = {"seed": seed, "vocab_size": vocab_size,
-              "max_position_embeddings": max_position_embeddings}
-    return build_once(out_dir, marker=MARKER, params=params, what="tiny llama",
-                      write=lambda tmp: _write_model(tmp, seed, vocab_size,
-                                                     max_position_embeddings))
+    params = {
+        "seed": seed,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": max_position_embeddings,
+    }
+    return build_once(
+        out_dir,
+        marker=MARKER,
+        params=params,
+        what="tiny llama",
+        write=lambda tmp: _write_model(tmp, seed, vocab_size, max_position_embeddings),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,8 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--max-position-embeddings", type=int, default=2048)
     args = parser.parse_args(argv)
-    print(build_tiny_llama(args.out_dir, seed=args.seed, vocab_size=args.vocab_size,
-                           max_position_embeddings=args.max_position_embeddings))
+    print(
+        build_tiny_llama(
+            args.out_dir,
+            seed=args.seed,
+            vocab_size=args.vocab_size,
+            max_position_embeddings=args.max_position_embeddings,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ingress.wire.common import Usage, _created
+from ingress.wire.common import MAX_INT32, Usage, _created
 from ingress.wire.sampling import SamplingFields
 
 
@@ -25,7 +25,7 @@ class ChatMessage(BaseModel):
     tool_calls: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
-    def _content_required(self) -> "ChatMessage":
+    def _content_required(self) -> ChatMessage:
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(f"a '{self.role}' message needs content")
         return self
@@ -74,23 +74,28 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     # OpenAI's newer name for max_tokens; either is accepted.
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    tools: list[Tool] | None = Field(default=None, max_length=128)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    # How many: ingress/bounds.py (`max_tools`), as for messages and their size.
+    tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "ChatCompletionRequest":
+    def _cross_field(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
             names = {t.function.name for t in self.tools or []}
             if not names:
                 raise ValueError("tool_choice needs tools")
-            if isinstance(self.tool_choice, NamedToolChoice) and \
-                    self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names '{self.tool_choice.function.name}', "
-                                 "which is not among the tools")
+            if (
+                isinstance(self.tool_choice, NamedToolChoice)
+                and self.tool_choice.function.name not in names
+            ):
+                raise ValueError(
+                    f"tool_choice names '{self.tool_choice.function.name}', "
+                    "which is not among the tools"
+                )
         return self
 
     def effective_max_tokens(self) -> int | None:
@@ -176,5 +181,3 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
-
-

@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 logger = logging.getLogger("ray.serve")
 
+# The largest count or token id a request may carry. Engines keep these in 32- or 64-bit
+# integers (vLLM fails with a 500 on `top_k: 10**30`), so every integer field of the
+# wire types has an upper bound, this one unless the field has a smaller one.
+MAX_INT32 = 2**31 - 1
+
 
 class WireModel(BaseModel):
     """Base for requests: extra keys allowed, but logged so they are not silent."""
@@ -19,7 +24,7 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="after")
-    def _log_ignored(self) -> "WireModel":
+    def _log_ignored(self) -> WireModel:
         if self.model_extra:
             logger.info("ignored request fields: %s", sorted(self.model_extra))
         return self
@@ -40,11 +45,23 @@ class Usage(BaseModel):
 
 
 class ModelObject(BaseModel):
-    model_config = ConfigDict(extra="allow")  # our catalog fields ride along
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # --- not part of the OpenAI spec: our catalog fields -----------------------------
+    task: str
+    tasks: list[str]
+    version: str
+    deploy_id: str
+    status: str
+    # Why it does not serve at full strength yet ("preparing model: converting
+    # weights (3/5)", "waiting for resources: needs CPU 1, cluster has 0 free");
+    # null when it does (ingress/status.py).
+    status_message: str | None = None
+    running_replicas: int
+    target_replicas: int
+    max_model_len: int | None = None
 
 
 class ModelList(BaseModel):

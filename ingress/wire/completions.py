@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from ingress.wire.common import Usage, _created
+from ingress.wire.common import MAX_INT32, Usage, _created
 from ingress.wire.sampling import SamplingFields
 
 MAX_LOGPROBS = 5  # OpenAI's limit for completions
@@ -28,8 +28,8 @@ class CompletionRequest(SamplingFields):
             raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
         if any(p == "" or p == [] for p in prompts):
             raise ValueError("prompts must not be empty")
-        if any(isinstance(p, list) and any(i < 0 for i in p) for p in prompts):
-            raise ValueError("token ids must be non-negative")
+        if any(isinstance(p, list) and any(not 0 <= i <= MAX_INT32 for i in p) for p in prompts):
+            raise ValueError(f"token ids must be between 0 and {MAX_INT32}")
         return v
 
     @field_validator("suffix")
@@ -42,7 +42,7 @@ class CompletionRequest(SamplingFields):
     def prompt_list(self) -> list[str | list[int]]:
         v = self.prompt
         if isinstance(v, list) and v and isinstance(v[0], (str, list)):
-            return list(v)  # type: ignore[arg-type]
+            return list(v)
         return [v]  # type: ignore[list-item]
 
 

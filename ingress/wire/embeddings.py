@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ingress.wire.common import WireModel
+from ingress.wire.common import MAX_INT32, WireModel
 
 # OpenAI's cap on inputs per request (the schema's maxItems).
 MAX_INPUTS = 2048
@@ -24,17 +24,24 @@ def _invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid_input", message)
 
 
+def _check_ids(ids: list[Any]) -> None:
+    # Whether an id is in the model's vocabulary is the replica's check; this one keeps
+    # ids the engine cannot even hold (10**30) out.
+    if any(isinstance(i, int) and not 0 <= i <= MAX_INT32 for i in ids):
+        raise _invalid(f"token ids must be between 0 and {MAX_INT32}.")
+
+
 class EmbeddingRequest(WireModel):
     input: str | list[str] | list[int] | list[list[int]]
     model: str = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_INT32)
     user: str | None = None
 
     # --- Not part of the OpenAI spec --------------------------------------------
     # vLLM's name and meaning: cut inputs longer than this many tokens instead of
     # rejecting them; -1 cuts at the model's maximum input length.
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = Field(default=None, le=MAX_INT32)
 
     @field_validator("input")
     @classmethod
@@ -46,23 +53,29 @@ class EmbeddingRequest(WireModel):
         if not v:
             raise _invalid("input must not be an empty list.")
         if len(v) > MAX_INPUTS:
-            raise _invalid(f"input has {len(v)} items; at most {MAX_INPUTS} inputs are "
-                           "allowed per request. Split them over several requests.")
+            raise _invalid(
+                f"input has {len(v)} items; at most {MAX_INPUTS} inputs are "
+                "allowed per request. Split them over several requests."
+            )
         for i, item in enumerate(v):
             if isinstance(item, int):
-                break  # one input of token ids
+                _check_ids(v)  # one input of token ids
+                break
+            if isinstance(item, list):
+                _check_ids(item)
             if not item:
                 kind = "string" if isinstance(item, str) else "token list"
-                raise _invalid(f"input[{i}] is an empty {kind}; every input needs "
-                               "content.")
+                raise _invalid(f"input[{i}] is an empty {kind}; every input needs content.")
         return v
 
     @field_validator("truncate_prompt_tokens")
     @classmethod
     def _check_truncate(cls, v: int | None) -> int | None:
         if v is not None and v != -1 and v < 1:
-            raise _invalid("truncate_prompt_tokens must be -1 (the model's maximum) or "
-                           "a positive number of tokens.")
+            raise _invalid(
+                "truncate_prompt_tokens must be -1 (the model's maximum) or "
+                "a positive number of tokens."
+            )
         return v
 
     def inputs(self) -> list[str] | list[list[int]]:
@@ -71,8 +84,8 @@ class EmbeddingRequest(WireModel):
         if isinstance(v, str):
             return [v]
         if isinstance(v[0], int):
-            return [v]  # type: ignore[list-item]
-        return v  # type: ignore[return-value]
+            return [v]
+        return v
 
 
 class Embedding(BaseModel):
@@ -109,14 +122,23 @@ def encode_vector(raw: bytes, encoding_format: Literal["float", "base64"]) -> li
     return values.tolist()
 
 
-def embedding_response(model: str, vectors: list[bytes], prompt_tokens: int,
-                       encoding_format: Literal["float", "base64"]) -> EmbeddingResponse:
+def embedding_response(
+    model: str,
+    vectors: list[bytes],
+    prompt_tokens: int,
+    encoding_format: Literal["float", "base64"],
+) -> EmbeddingResponse:
     """The response body; `model` echoes what the client asked for."""
     # model_construct: up to 2048 x 1024 floats that need no validation; validating
     # them would cost more than the encoding.
-    data = [Embedding.model_construct(index=i, embedding=encode_vector(v, encoding_format),
-                                      object="embedding")
-            for i, v in enumerate(vectors)]
-    return EmbeddingResponse(data=data, model=model,
-                             usage=EmbeddingUsage(prompt_tokens=prompt_tokens,
-                                                  total_tokens=prompt_tokens))
+    data = [
+        Embedding.model_construct(
+            index=i, embedding=encode_vector(v, encoding_format), object="embedding"
+        )
+        for i, v in enumerate(vectors)
+    ]
+    return EmbeddingResponse(
+        data=data,
+        model=model,
+        usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+    )

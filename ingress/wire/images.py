@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
-from ingress.wire.common import WireModel, _created
+from ingress.wire.common import MAX_INT32, WireModel, _created
 
 MAX_IMAGES = 4  # per request; more would hold a batch (and the replica) for long
 DEFAULT_SIZE = "1024x1024"
@@ -35,12 +35,17 @@ class ImageGenerationRequest(WireModel):
 
     # --- Extensions (not in the OpenAI spec) -------------------------------------------
     seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1,
+        default=None,
+        ge=0,
+        le=2**63 - 1,
         description="Same seed, prompt and settings give the same image; image i of a "
         "request uses seed + i.",
     )
     num_inference_steps: int | None = Field(
-        default=None, ge=1, description="Denoising steps; None: the model's default."
+        default=None,
+        ge=1,
+        le=MAX_INT32,
+        description="Denoising steps; None: the model's default.",
     )
     guidance_scale: float | None = Field(
         default=None, ge=0, description="Guidance; None: the model's default."
@@ -70,8 +75,14 @@ class ImageData(BaseModel):
     revised_prompt: str | None = None
 
 
+# The only sizes OpenAI's ImagesResponse.size admits (openapi.yaml); other sizes are
+# served, but not echoed, so the response stays valid against the schema.
+SchemaSize = Literal["1024x1024", "1024x1536", "1536x1024"]
+SCHEMA_SIZES: dict[str, SchemaSize] = {s: s for s in get_args(SchemaSize)}
+
+
 class ImagesResponse(BaseModel):
     created: int = Field(default_factory=_created)
     data: list[ImageData]
     output_format: Literal["png", "jpeg", "webp"]
-    size: str
+    size: SchemaSize | None = None

@@ -54,8 +54,9 @@ class Outcome:
 class Traffic:
     """Paced requests from a few threads until the block ends; every outcome kept."""
 
-    def __init__(self, client: openai.OpenAI, model: str, threads: int = 2,
-                 pause_s: float = 0.5) -> None:
+    def __init__(
+        self, client: openai.OpenAI, model: str, threads: int = 2, pause_s: float = 0.5
+    ) -> None:
         # ~3 requests/s: steady traffic that leaves the 2 cores room to start engines.
         self.client, self.model, self.pause_s = client, model, pause_s
         self.results: list[Outcome] = []
@@ -67,15 +68,16 @@ class Traffic:
             t0 = time.monotonic()
             error = None
             try:
-                r = self.client.completions.create(model=self.model, prompt="The cluster says",
-                                                   max_tokens=8, temperature=0)
+                r = self.client.completions.create(
+                    model=self.model, prompt="The cluster says", max_tokens=8, temperature=0
+                )
                 assert r.usage.completion_tokens == 8
-            except Exception as exc:  # noqa: BLE001 -- every failure is a finding, kept for the asserts
+            except Exception as exc:
                 error = f"{type(exc).__name__}: {getattr(exc, 'status_code', '')} {exc}"[:300]
             self.results.append(Outcome(t0, time.monotonic() - t0, error))
             self._stop.wait(self.pause_s)
 
-    def __enter__(self) -> Traffic:  # noqa: PYI034
+    def __enter__(self) -> Traffic:
         for t in self._threads:
             t.start()
         return self
@@ -101,21 +103,38 @@ class LocalCluster:
         self.base_url = f"http://127.0.0.1:{self.http_port}"
 
     def sh(self, *args: str, timeout: float = 600) -> str:
-        p = subprocess.run([str(SCRIPT), *args], env=self.env, capture_output=True, text=True,
-                           timeout=timeout, check=False)
+        p = subprocess.run(
+            [str(SCRIPT), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if p.returncode != 0:
-            logs = "".join(f"\n--- {f.name} (tail)\n" + f.read_text()[-1500:]
-                           for f in sorted(self.state.glob("*.log")))
-            raise AssertionError(f"local_cluster.sh {' '.join(args)} failed ({p.returncode}):\n"
-                                 f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}{logs}")
+            logs = "".join(
+                f"\n--- {f.name} (tail)\n" + f.read_text()[-1500:]
+                for f in sorted(self.state.glob("*.log"))
+            )
+            raise AssertionError(
+                f"local_cluster.sh {' '.join(args)} failed ({p.returncode}):\n"
+                f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}{logs}"
+            )
         return p.stdout
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1/openai", api_key=API_KEY,
-                             max_retries=0, timeout=HANG_S)
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1/openai", api_key=API_KEY, max_retries=0, timeout=HANG_S
+        )
 
     def details(self) -> dict:
-        return httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=30).json()
+        # The dashboard wants Ray's token (the one tests/conftest.py points Ray at).
+        token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        return httpx.get(
+            f"{self.dashboard}/api/serve/applications/",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ).json()
 
     def replicas(self, app: str) -> list[dict]:
         deployments = self.details()["applications"][app]["deployments"]
@@ -141,11 +160,12 @@ class LocalCluster:
         """Requests each replica of `app` has handled: Serve's own counter, read from
         every node's metrics endpoint."""
         counts: dict[str, float] = {}
-        line_re = re.compile(r'^ray_serve_deployment_request_counter_total\{(.*)\} ([0-9.e+]+)$')
+        line_re = re.compile(r"^ray_serve_deployment_request_counter_total\{(.*)\} ([0-9.e+]+)$")
         for port_file in self.state.glob("*.metrics_port"):
             try:
-                text = httpx.get(f"http://127.0.0.1:{port_file.read_text().strip()}/metrics",
-                                 timeout=10).text
+                text = httpx.get(
+                    f"http://127.0.0.1:{port_file.read_text().strip()}/metrics", timeout=10
+                ).text
             except httpx.HTTPError:
                 continue  # a node that is down
             for line in text.splitlines():
@@ -179,8 +199,13 @@ def _write_config(path: Path, config: dict) -> Path:
 def cluster():
     # Ray's temp dir holds unix sockets (path limit ~107 bytes): keep it short.
     state = Path(tempfile.mkdtemp(prefix="osc-", dir="/tmp"))
-    env = {**os.environ, "CLUSTER_DIR": str(state), "RAY_PORT": str(_free_port()),
-           "DASHBOARD_PORT": str(_free_port()), "NODE_CPUS": "2"}
+    env = {
+        **os.environ,
+        "CLUSTER_DIR": str(state),
+        "RAY_PORT": str(_free_port()),
+        "DASHBOARD_PORT": str(_free_port()),
+        "NODE_CPUS": "2",
+    }
     config = yaml.safe_load(LOCAL_CONFIG.read_text())
     config["http_options"]["port"] = _free_port()
     c = LocalCluster(state, env, config)
@@ -189,13 +214,16 @@ def cluster():
         c.sh("up", str(WORKERS), timeout=300)
         t_up = time.monotonic()
         c.sh("deploy", str(_write_config(state / "config.yaml", config)), timeout=900)
-        REPORT.append(f"cluster up (head + {WORKERS} workers): {t_up - t0:.0f} s; "
-                      f"serve deploy to RUNNING: {time.monotonic() - t_up:.0f} s")
+        REPORT.append(
+            f"cluster up (head + {WORKERS} workers): {t_up - t0:.0f} s; "
+            f"serve deploy to RUNNING: {time.monotonic() - t_up:.0f} s"
+        )
         yield c
     finally:
         t_down = time.monotonic()
-        subprocess.run([str(SCRIPT), "down"], env=env, capture_output=True, timeout=300,
-                       check=False)
+        subprocess.run(
+            [str(SCRIPT), "down"], env=env, capture_output=True, timeout=300, check=False
+        )
         REPORT.append(f"cluster down: {time.monotonic() - t_down:.0f} s")
         shutil.rmtree(state, ignore_errors=True)
 
@@ -209,8 +237,7 @@ def test_ingress_on_head_model_replicas_on_workers(cluster):
     [ingress] = cluster.replicas("openai")
     assert label[ingress["node_id"]] == "node_head"
     model_replicas = cluster.replicas(APP)
-    assert sorted(label[r["node_id"]] for r in model_replicas) == ["node_worker_1",
-                                                                   "node_worker_2"]
+    assert sorted(label[r["node_id"]] for r in model_replicas) == ["node_worker_1", "node_worker_2"]
     # The one HTTP proxy is the head's.
     assert [label[p["node_id"]] for p in cluster.details()["proxies"].values()] == ["node_head"]
     status = cluster.sh("status")
@@ -218,34 +245,45 @@ def test_ingress_on_head_model_replicas_on_workers(cluster):
 
     client = cluster.client()
     assert MODEL in [m.id for m in client.models.list().data]
-    r = client.chat.completions.create(model=MODEL, max_tokens=8, temperature=0,
-                                       messages=[{"role": "user", "content": "Hello"}])
+    r = client.chat.completions.create(
+        model=MODEL, max_tokens=8, temperature=0, messages=[{"role": "user", "content": "Hello"}]
+    )
     assert r.model == MODEL and r.choices[0].message.content
     assert r.usage.completion_tokens == 8
-    REPORT.append("placement: ingress + proxy on " + nodes[ingress["node_id"]]["ip"]
-                  + " (node_head); tiny-llama-v1 replicas on "
-                  + ", ".join(f"{nodes[r['node_id']]['ip']} ({label[r['node_id']]})"
-                              for r in model_replicas))
+    REPORT.append(
+        "placement: ingress + proxy on "
+        + nodes[ingress["node_id"]]["ip"]
+        + " (node_head); tiny-llama-v1 replicas on "
+        + ", ".join(f"{nodes[r['node_id']]['ip']} ({label[r['node_id']]})" for r in model_replicas)
+    )
 
 
 def test_kuberay_probe_commands_pass_on_real_nodes(cluster):
     """cluster/rayservice.yaml's probe commands, run against this cluster's nodes
     (its ports in place of the pod's): Ray's and Serve's health answer them."""
-    spec = yaml.safe_load((ROOT / "cluster" / "rayservice.yaml").read_text())["spec"]
+    [spec] = [
+        d["spec"]
+        for d in yaml.safe_load_all((ROOT / "cluster" / "rayservice.yaml").read_text())
+        if d["kind"] == "RayService"
+    ]
     [head] = spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
     [gpu] = [g for g in spec["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
     [worker] = gpu["template"]["spec"]["containers"]
 
     def run(command: list[str], node: str) -> None:
         agent_port = (cluster.state / f"{node}.agent_port").read_text().strip()
-        local = [a.replace(f"localhost:{generate.AGENT_PORT}", f"127.0.0.1:{agent_port}")
-                  .replace(f"localhost:{generate.DASHBOARD_PORT}",
-                           f"127.0.0.1:{cluster.env['DASHBOARD_PORT']}")
-                  .replace(f"localhost:{generate.SERVE_PORT}", f"127.0.0.1:{cluster.http_port}")
-                 for a in command]
+        local = [
+            a.replace(f"localhost:{generate.AGENT_PORT}", f"127.0.0.1:{agent_port}")
+            .replace(
+                f"localhost:{generate.DASHBOARD_PORT}", f"127.0.0.1:{cluster.env['DASHBOARD_PORT']}"
+            )
+            .replace(f"localhost:{generate.SERVE_PORT}", f"127.0.0.1:{cluster.http_port}")
+            for a in command
+        ]
         assert local[0] == "python" and "localhost" not in " ".join(local)
-        p = subprocess.run([sys.executable, *local[1:]], capture_output=True, text=True,
-                           timeout=30, check=False)
+        p = subprocess.run(
+            [sys.executable, *local[1:]], capture_output=True, text=True, timeout=30, check=False
+        )
         assert p.returncode == 0, (node, local, p.stderr[-2000:])
 
     for probe in ("readinessProbe", "livenessProbe"):
@@ -259,9 +297,14 @@ def test_two_replicas_on_two_nodes_both_serve_traffic(cluster):
     before = cluster.request_counts(APP)
     n = 16
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(
-            lambda i: client.completions.create(model=MODEL, prompt=f"Request {i}",
-                                                max_tokens=4, temperature=0), range(n)))
+        results = list(
+            pool.map(
+                lambda i: client.completions.create(
+                    model=MODEL, prompt=f"Request {i}", max_tokens=4, temperature=0
+                ),
+                range(n),
+            )
+        )
     assert all(r.usage.completion_tokens == 4 for r in results)
     replica_node = {r["replica_id"]: r["node_id"] for r in cluster.replicas(APP)}
 
@@ -274,9 +317,13 @@ def test_two_replicas_on_two_nodes_both_serve_traffic(cluster):
     delta = cluster.wait_for("Serve's request counters", served, timeout=60, every=2)
     assert len(delta) == WORKERS and all(v > 0 for v in delta.values()), delta
     nodes = cluster.nodes()
-    REPORT.append(f"spread: {n} requests sent; Serve's request counters grew by " + ", ".join(
-        f"{int(v)} on {nodes[replica_node[k]]['ip']} ({nodes[replica_node[k]]['label']})"
-        for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]['label'])))
+    REPORT.append(
+        f"spread: {n} requests sent; Serve's request counters grew by "
+        + ", ".join(
+            f"{int(v)} on {nodes[replica_node[k]]['ip']} ({nodes[replica_node[k]]['label']})"
+            for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]["label"])
+        )
+    )
 
 
 def test_deploy_one_more_version_under_traffic(cluster):
@@ -297,9 +344,11 @@ def test_deploy_one_more_version_under_traffic(cluster):
         deployed_s = time.monotonic() - t0
         time.sleep(2)
     sent, failed = len(traffic.results), traffic.failures
-    REPORT.append(f"deploy of one more version under traffic: v2 RUNNING after {deployed_s:.0f} s; "
-                  f"{sent} requests to {MODEL} (v1) sent, {len(failed)} failed, slowest "
-                  f"{max(r.seconds for r in traffic.results):.1f} s")
+    REPORT.append(
+        f"deploy of one more version under traffic: v2 RUNNING after {deployed_s:.0f} s; "
+        f"{sent} requests to {MODEL} (v1) sent, {len(failed)} failed, slowest "
+        f"{max(r.seconds for r in traffic.results):.1f} s"
+    )
     assert sent >= 10
     assert failed == [], failed[:5]
     # The other application was left alone: the same replicas, not restarted.
@@ -319,26 +368,38 @@ def test_worker_node_lost_under_traffic(cluster):
 
     def running_on_workers() -> set[str] | None:
         labels = {i: n["label"] for i, n in cluster.nodes().items() if n["alive"]}
-        on = {labels.get(r.get("node_id")) for r in cluster.replicas(APP)
-              if r["state"] == "RUNNING"}
-        return on if cluster.app_status(APP) == "RUNNING" and on == {
-            "node_worker_1", "node_worker_2"} else None
+        on = {
+            labels.get(r.get("node_id")) for r in cluster.replicas(APP) if r["state"] == "RUNNING"
+        }
+        return (
+            on
+            if cluster.app_status(APP) == "RUNNING" and on == {"node_worker_1", "node_worker_2"}
+            else None
+        )
 
     with Traffic(cluster.client(), MODEL, threads=2) as traffic:
         time.sleep(2)
         t_kill = time.monotonic()
         cluster.sh("stop-node", "2", timeout=60)
         # Serve notices: the replica on the lost node leaves RUNNING.
-        cluster.wait_for("the lost replica to leave RUNNING", lambda: not any(
-            r.get("node_id") == lost and r["state"] == "RUNNING" for r in cluster.replicas(APP)),
-            timeout=90)
+        cluster.wait_for(
+            "the lost replica to leave RUNNING",
+            lambda: (
+                not any(
+                    r.get("node_id") == lost and r["state"] == "RUNNING"
+                    for r in cluster.replicas(APP)
+                )
+            ),
+            timeout=90,
+        )
         t_noticed = time.monotonic()
         time.sleep(3)  # traffic on one worker only
         t_restart = time.monotonic()
         cluster.sh("start-node", "2", timeout=600)
         t_node_back = time.monotonic()
-        cluster.wait_for(f"{APP} RUNNING on both workers again", running_on_workers,
-                         timeout=420, every=2)
+        cluster.wait_for(
+            f"{APP} RUNNING on both workers again", running_on_workers, timeout=420, every=2
+        )
         t_recovered = time.monotonic()
         time.sleep(2)
 
@@ -348,7 +409,8 @@ def test_worker_node_lost_under_traffic(cluster):
         f"worker node killed under traffic: replica loss noticed after {t_noticed - t_kill:.1f} s; "
         f"node restarted in {t_node_back - t_restart:.0f} s; {APP} RUNNING on both workers "
         f"{t_recovered - t_node_back:.0f} s later ({t_recovered - t_kill:.0f} s after the kill); "
-        f"{len(results)} requests sent, {len(failed)} failed, slowest {slowest:.1f} s")
+        f"{len(results)} requests sent, {len(failed)} failed, slowest {slowest:.1f} s"
+    )
     assert slowest < HANG_S, "a request hung"
     # Requests kept being answered while one worker was gone and while it came back.
     assert traffic.ok_between(t_noticed, t_recovered) >= 5

@@ -36,20 +36,35 @@ BAD_COMMON = {
     "repetition_penalty": [0, -1, 11],
     "stop_token_ids": [[-1], "1", [1.5], [10**12]],
     "ignore_eos": ["no", 2],
-    "response_format": [{"type": "xml"}, {"type": "json_schema"}, "json",
-                        {"type": "json_schema", "json_schema": {"name": "x",
-                                                                "schema": {"type": 5}}}],
+    "response_format": [
+        {"type": "xml"},
+        {"type": "json_schema"},
+        "json",
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
+    ],
 }
 BAD_CHAT = {
-    "messages": ["hi", [], [1], [{"role": "robot", "content": "x"}], [{"role": "user"}],
-                [{"role": "user", "content": 1}], [{"content": "x"}],
-                [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
-                [{"role": "user", "content": [{"type": "text"}]}], None],
+    "messages": [
+        "hi",
+        [],
+        [1],
+        [{"role": "robot", "content": "x"}],
+        [{"role": "user"}],
+        [{"role": "user", "content": 1}],
+        [{"content": "x"}],
+        [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+        [{"role": "user", "content": [{"type": "text"}]}],
+        None,
+    ],
     "logprobs": ["yes", 1],
     "top_logprobs": [21, -1, "3"],
     "max_completion_tokens": [0, "x"],
-    "tools": ["x", [{"type": "x"}], [{"type": "function"}], [{"type": "function",
-                                                             "function": {"name": "bad name!"}}]],
+    "tools": [
+        "x",
+        [{"type": "x"}],
+        [{"type": "function"}],
+        [{"type": "function", "function": {"name": "bad name!"}}],
+    ],
     "tool_choice": ["sometimes", {"type": "function", "function": {"name": "nope"}}, 5],
 }
 BAD_CMPL = {
@@ -58,14 +73,27 @@ BAD_CMPL = {
     "echo": ["yes", 1],
     "suffix": ["tail", 5],
 }
-MALFORMED = [b"", b"{", b"[]", b"null", b"123", b'"s"', b"{'a': 1}", b"\xff\xfe\x00",
-             b"{" * 5000 + b"}" * 5000, b'{"model": "x",}', b"[" * 100000]
+MALFORMED = [
+    b"",
+    b"{",
+    b"[]",
+    b"null",
+    b"123",
+    b'"s"',
+    b"{'a': 1}",
+    b"\xff\xfe\x00",
+    b"{" * 5000 + b"}" * 5000,
+    b'{"model": "x",}',
+    b"[" * 100000,
+]
 
 
 def _cases() -> list[tuple[str, str, dict | bytes, dict]]:
     cases = []
-    for path, ok, specific in (("chat/completions", CHAT_OK, BAD_CHAT),
-                               ("completions", CMPL_OK, BAD_CMPL)):
+    for path, ok, specific in (
+        ("chat/completions", CHAT_OK, BAD_CHAT),
+        ("completions", CMPL_OK, BAD_CMPL),
+    ):
         for field, values in {**BAD_COMMON, **specific}.items():
             for value in values:
                 cases.append(("POST", path, {**ok, field: value}, {}))
@@ -73,8 +101,14 @@ def _cases() -> list[tuple[str, str, dict | bytes, dict]]:
             cases.append(("POST", path, body, {"content-type": "application/json"}))
         cases.append(("POST", path, {**ok, "model": "no/such"}, {}))
         cases.append(("POST", path, json.dumps(ok).encode(), {"content-type": "text/plain"}))
-        cases.append(("POST", path, b"{" + b" " * (5 * 1024 * 1024) + b"}",
-                      {"content-type": "application/json"}))
+        cases.append(
+            (
+                "POST",
+                path,
+                b"{" + b" " * (5 * 1024 * 1024) + b"}",
+                {"content-type": "application/json"},
+            )
+        )
         cases.append(("GET", path, b"", {}))
         cases.append(("POST", path, {k: v for k, v in ok.items() if k != "model"}, {}))
     cases.append(("DELETE", "models", b"", {}))
@@ -100,9 +134,11 @@ def test_every_bad_request_gets_a_clean_4xx(openai_stack, client):
     async def run():
         limits = asyncio.Semaphore(8)
         async with httpx.AsyncClient(timeout=60) as http:
+
             async def one(case):
                 async with limits:
                     return case, await _send(http, openai_stack, case)
+
             return await asyncio.gather(*(one(c) for c in CASES))
 
     failures = []
@@ -118,8 +154,9 @@ def test_every_bad_request_gets_a_clean_4xx(openai_stack, client):
             assert err["param"] is None or isinstance(err["param"], str)
             assert err["code"] is None or isinstance(err["code"], str)
         except (AssertionError, ValueError) as exc:
-            failures.append((case[0], case[1], str(case[2])[:120], r.status_code,
-                             r.text[:200], repr(exc)))
+            failures.append(
+                (case[0], case[1], str(case[2])[:120], r.status_code, r.text[:200], repr(exc))
+            )
     assert not failures, "\n".join(map(str, failures[:20]))
 
     # The server keeps serving, and no replica was replaced.
@@ -132,11 +169,16 @@ def test_every_bad_request_gets_a_clean_4xx(openai_stack, client):
 
 
 def test_param_names_the_field(openai_stack):
-    cases = [("chat/completions", {**CHAT_OK, "temperature": 3}, "temperature"),
-             ("chat/completions", {**CHAT_OK, "messages": [{"role": "x", "content": "y"}]},
-              "messages.0.role"),
-             ("completions", {**CMPL_OK, "max_tokens": -5}, "max_tokens"),
-             ("completions", {**CMPL_OK, "n": 99}, "n")]
+    cases = [
+        ("chat/completions", {**CHAT_OK, "temperature": 3}, "temperature"),
+        (
+            "chat/completions",
+            {**CHAT_OK, "messages": [{"role": "x", "content": "y"}]},
+            "messages.0.role",
+        ),
+        ("completions", {**CMPL_OK, "max_tokens": -5}, "max_tokens"),
+        ("completions", {**CMPL_OK, "n": 99}, "n"),
+    ]
     for path, body, param in cases:
         r = httpx.post(f"{openai_stack}/{path}", json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import TINY_MODEL, tiny_llm_args
+from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +28,11 @@ def _deploy_nowait(app, name: str) -> None:
     from ray import serve
     from ray.serve.api import RunTarget
 
-    serve.run_many([RunTarget(target=app, name=name, route_prefix=None)],
-                   wait_for_ingress_deployment_creation=False,
-                   wait_for_applications_running=False)
+    serve.run_many(
+        [RunTarget(target=app, name=name, route_prefix=None)],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
 
 
 def _model_ids(base: str) -> set[str]:
@@ -46,8 +49,13 @@ def scale_from_zero_app(openai_stack):
 
     args = tiny_llm_args(version="2", seed=1)
     args["deployment"]["autoscaling_config"] = {
-        "min_replicas": 0, "initial_replicas": 0, "max_replicas": 1,
-        "upscale_delay_s": 0, "downscale_delay_s": 600, "target_ongoing_requests": 4}
+        "min_replicas": 0,
+        "initial_replicas": 0,
+        "max_replicas": 1,
+        "upscale_delay_s": 0,
+        "downscale_delay_s": 600,
+        "target_ongoing_requests": 4,
+    }
     serve.run(build_app(args), name="tiny-llama-v2", route_prefix=None)
     yield "tiny-llama-v2"
     serve.delete("tiny-llama-v2")
@@ -87,6 +95,17 @@ def test_added_app_is_routable_and_removed_app_is_gone(client, openai_stack):
         assert time.monotonic() - start < 30
         time.sleep(0.1)
     listed = time.monotonic() - start
+    # While it starts, /models says what its replica is doing (deployments/progress.py).
+    seen = set()
+    while True:
+        model = httpx.get(f"{openai_stack}/models/deploy_id:custom-xyz").json()
+        if model["status"] == "RUNNING":
+            break
+        seen.add(model["status_message"])
+        assert time.monotonic() - start < 300, model
+        time.sleep(0.2)
+    assert "starting engine (2/2)" in seen, seen
+    assert model["status_message"] is None
     text = _greedy(client, "deploy_id:custom-xyz")
     answered = time.monotonic() - start
     print(f"\nnew app listed after {listed:.1f} s, first answer after {answered:.1f} s")
@@ -102,8 +121,9 @@ def test_added_app_is_routable_and_removed_app_is_gone(client, openai_stack):
 
 
 def test_wait_bound_gives_503_with_retry_after(openai_stack):
-    """An app whose replica can never be placed: the request waits its bound, then
-    gets a shaped 503, never a hang."""
+    """An app whose replica can never be placed: /models says what it waits for, and
+    the request waits its bound, then gets a shaped 503 with that reason, never a
+    hang."""
     from ray import serve
 
     from deployments.llm.builder import build_app
@@ -111,18 +131,40 @@ def test_wait_bound_gives_503_with_retry_after(openai_stack):
     args = tiny_llm_args(model="tiny/never-ready", wait_timeout_s=2)
     args["deployment"]["ray_actor_options"]["resources"] = {"no-such-resource": 1}
     _deploy_nowait(build_app(args), "never-ready")
+    # ingress/status.py: "waiting to be placed: needs ..." after its grace, then
+    # "waiting for resources: needs ..., cluster has ... free" once Serve says so (30 s).
+    needs = "needs CPU 1, no-such-resource 1"
     try:
-        deadline = time.monotonic() + 30
-        while "tiny/never-ready" not in _model_ids(openai_stack):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        start = time.monotonic()
+        while True:
+            listed = httpx.get(f"{openai_stack}/models/tiny/never-ready")
+            if listed.status_code == 200 and needs in (listed.json()["status_message"] or ""):
+                break
+            assert time.monotonic() - start < 60, listed.text
+            time.sleep(0.5)
+        print(
+            f"\nunplaceable app shown as waiting after {time.monotonic() - start:.1f} s: "
+            f"{listed.json()['status_message']}"
+        )
+        assert listed.json()["status"] == "DEPLOYING"
         for stream in (False, True):
             start = time.monotonic()
-            r = httpx.post(f"{openai_stack}/completions", timeout=30, json={
-                "model": "tiny/never-ready", "prompt": "x", "max_tokens": 1, "stream": stream})
+            r = httpx.post(
+                f"{openai_stack}/completions",
+                timeout=30,
+                json={
+                    "model": "tiny/never-ready",
+                    "prompt": "x",
+                    "max_tokens": 1,
+                    "stream": stream,
+                },
+            )
             assert 2 <= time.monotonic() - start < 10
             assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
             assert r.json()["error"]["code"] == "model_not_ready"
+            assert "(waiting " in r.json()["error"]["message"]
+            assert needs in r.json()["error"]["message"]
+            assert_no_internals(r.text)
     finally:
         serve.delete("never-ready", _blocking=False)
 
@@ -138,13 +180,19 @@ def test_failed_app_gives_503_with_reason(openai_stack):
     try:
         deadline = time.monotonic() + 120
         while True:
-            r = httpx.post(f"{openai_stack}/completions", timeout=60, json={
-                "model": "tiny/broken", "prompt": "x", "max_tokens": 1})
+            r = httpx.post(
+                f"{openai_stack}/completions",
+                timeout=60,
+                json={"model": "tiny/broken", "prompt": "x", "max_tokens": 1},
+            )
             if r.status_code == 503:
                 break
             assert time.monotonic() < deadline, r.text
             time.sleep(0.5)
         err = r.json()["error"]
-        assert err["code"] == "model_unavailable" and "DEPLOY_FAILED" in err["message"]
+        assert err["code"] == "model_unavailable" and "deploy failed" in err["message"]
+        # Serve's status text (traceback, paths, pids, IPs) stays in the log.
+        assert "request id" in err["message"]
+        assert_no_internals(r.text)
     finally:
         serve.delete("broken", _blocking=False)

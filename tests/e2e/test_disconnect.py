@@ -19,12 +19,18 @@ def _unfinished(handle) -> int:
 
 def test_disconnect_aborts_engine_request(openai_stack, tiny_app_handle):
     assert _unfinished(tiny_app_handle) == 0
-    body = {"model": TINY_MODEL, "prompt": "Once upon a time", "max_tokens": 2000,
-            "ignore_eos": True, "stream": True}
+    body = {
+        "model": TINY_MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 2000,
+        "ignore_eos": True,
+        "stream": True,
+    }
     # 2000 tokens take over 5 s on this fixture model; we leave after the first chunk.
     with httpx.Client(timeout=60) as http:
-        r = http.send(http.build_request("POST", f"{openai_stack}/completions", json=body),
-                      stream=True)
+        r = http.send(
+            http.build_request("POST", f"{openai_stack}/completions", json=body), stream=True
+        )
         assert r.status_code == 200
         lines = r.iter_lines()  # kept open: only r.close() below hangs up
         assert next(line for line in lines if line.startswith("data: "))

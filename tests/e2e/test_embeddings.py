@@ -19,8 +19,11 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 APP = "minilm"
-SENTENCES = ["A cat sits on the mat.", "A kitten is playing with yarn.",
-             "The stock market fell sharply today."]
+SENTENCES = [
+    "A cat sits on the mat.",
+    "A kitten is playing with yarn.",
+    "The stock market fell sharply today.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,7 @@ def minilm(openai_stack):
         "model": MODEL,
         "model_source": "package:all-minilm-l6-v2",
         "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1,
-                                             "runtime_env": {"env_vars": env}}},
+        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
     }
     serve.run(build_app(args), name=APP, route_prefix=None)
     yield serve.get_app_handle(APP)
@@ -58,8 +60,7 @@ def reference():
     model = AutoModel.from_pretrained(path).eval()
 
     def embed(texts: list[str]) -> np.ndarray:
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=256,
-                          return_tensors="pt")
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
         with torch.inference_mode():
             states = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
@@ -81,8 +82,9 @@ def _post(base: str, body: dict) -> httpx.Response:
 def test_sdk_default_is_base64_and_equals_float(minilm, openai_stack):
     sent = []
     http = httpx.Client(event_hooks={"request": [lambda r: sent.append(json.loads(r.content))]})
-    client = openai.OpenAI(base_url=openai_stack, api_key="test", max_retries=0,
-                           timeout=120, http_client=http)
+    client = openai.OpenAI(
+        base_url=openai_stack, api_key="test", max_retries=0, timeout=120, http_client=http
+    )
     default = client.embeddings.create(model=MODEL, input=SENTENCES)
     floats = client.embeddings.create(model=MODEL, input=SENTENCES, encoding_format="float")
     assert sent[0]["encoding_format"] == "base64"  # the SDK's choice, decoded by it
@@ -127,10 +129,14 @@ def test_token_id_inputs(minilm, client, reference):
 
 
 def test_dimensions_truncate_and_renormalise(minilm, client):
-    full = _vectors(client.embeddings.create(model=MODEL, input=SENTENCES[0],
-                                             encoding_format="float"))[0]
-    cut = _vectors(client.embeddings.create(model=MODEL, input=SENTENCES[0],
-                                            encoding_format="float", dimensions=64))[0]
+    full = _vectors(
+        client.embeddings.create(model=MODEL, input=SENTENCES[0], encoding_format="float")
+    )[0]
+    cut = _vectors(
+        client.embeddings.create(
+            model=MODEL, input=SENTENCES[0], encoding_format="float", dimensions=64
+        )
+    )[0]
     assert cut.shape == (64,)
     assert math.isclose(np.linalg.norm(cut), 1.0, abs_tol=1e-5)
     assert np.allclose(cut, full[:64] / np.linalg.norm(full[:64]), atol=1e-6)
@@ -145,18 +151,21 @@ def _error(r: httpx.Response, status: int = 400) -> dict:
     return body["error"]
 
 
-@pytest.mark.parametrize("body, param, words", [
-    ({"input": ""}, "input", "empty string"),
-    ({"input": []}, "input", "empty list"),
-    ({"input": ["ok", ""]}, "input", "input[1] is an empty string"),
-    ({"input": [[101, 102], []]}, "input", "empty token list"),
-    ({"input": ["x"] * 2049}, "input", "at most 2048"),
-    ({"input": "x", "dimensions": 385}, "dimensions", "at most 384"),
-    ({"input": "x", "dimensions": 0}, "dimensions", ""),
-    ({"input": "x", "encoding_format": "int8"}, "encoding_format", ""),
-    ({"input": [[101, 10**6, 102]]}, "input", "vocabulary"),
-    ({"input": "x", "truncate_prompt_tokens": 257}, "truncate_prompt_tokens", "256"),
-])
+@pytest.mark.parametrize(
+    "body, param, words",
+    [
+        ({"input": ""}, "input", "empty string"),
+        ({"input": []}, "input", "empty list"),
+        ({"input": ["ok", ""]}, "input", "input[1] is an empty string"),
+        ({"input": [[101, 102], []]}, "input", "empty token list"),
+        ({"input": ["x"] * 2049}, "input", "at most 2048"),
+        ({"input": "x", "dimensions": 385}, "dimensions", "at most 384"),
+        ({"input": "x", "dimensions": 0}, "dimensions", ""),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format", ""),
+        ({"input": [[101, 10**6, 102]]}, "input", "vocabulary"),
+        ({"input": "x", "truncate_prompt_tokens": 257}, "truncate_prompt_tokens", "256"),
+    ],
+)
 def test_limits_are_400(minilm, openai_stack, body, param, words):
     err = _error(_post(openai_stack, {"model": MODEL, **body}))
     assert err["param"] == param
@@ -170,19 +179,24 @@ def test_too_long_is_400_unless_truncation_asked(minilm, openai_stack, client):
     assert "256" in err["message"] and "Input 1" in err["message"]
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model=MODEL, input=long_text)
-    r = client.embeddings.create(model=MODEL, input=long_text,
-                                 extra_body={"truncate_prompt_tokens": -1})
+    r = client.embeddings.create(
+        model=MODEL, input=long_text, extra_body={"truncate_prompt_tokens": -1}
+    )
     assert r.usage.prompt_tokens == 256
-    r = client.embeddings.create(model=MODEL, input=long_text,
-                                 extra_body={"truncate_prompt_tokens": 10})
+    r = client.embeddings.create(
+        model=MODEL, input=long_text, extra_body={"truncate_prompt_tokens": 10}
+    )
     assert r.usage.prompt_tokens == 10
 
 
 def test_task_mismatch_both_ways(minilm, openai_stack):
     err = _error(_post(openai_stack, {"model": TINY_MODEL, "input": "hi"}))
     assert err["code"] == "model_task_mismatch"
-    r = httpx.post(f"{openai_stack}/chat/completions", timeout=60,
-                   json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        f"{openai_stack}/chat/completions",
+        timeout=60,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert _error(r)["code"] == "model_task_mismatch"
 
 
@@ -191,11 +205,15 @@ def test_concurrent_requests_share_engine_batches(minilm, openai_stack):
 
     async def burst():
         # A client of its own: an AsyncOpenAI's connections belong to one event loop.
-        async with openai.AsyncOpenAI(base_url=openai_stack, api_key="test",
-                                      max_retries=0, timeout=120) as client:
-            return await asyncio.gather(*(
-                client.embeddings.create(model=MODEL, input=f"sentence {i} of the burst")
-                for i in range(32)))
+        async with openai.AsyncOpenAI(
+            base_url=openai_stack, api_key="test", max_retries=0, timeout=120
+        ) as client:
+            return await asyncio.gather(
+                *(
+                    client.embeddings.create(model=MODEL, input=f"sentence {i} of the burst")
+                    for i in range(32)
+                )
+            )
 
     results = asyncio.run(burst())
     assert all(len(r.data) == 1 for r in results)

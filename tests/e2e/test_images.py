@@ -33,17 +33,25 @@ def image_app(openai_stack):
     from deployments.images.builder import build_app
 
     env = {"HF_HUB_OFFLINE": "1", "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"]}
-    serve.run(build_app({
-        "model": IMAGE_MODEL, "default": True,
-        "owned_by": "openai-serve (random weights; images are noise)",
-        "model_source": "fixture:tiny-flux",
-        "engine": {"call_kwargs": {"max_sequence_length": 64}},
-        # A wider window than the default, so concurrent test requests that cross a
-        # busy 2-core machine still meet in one batch.
-        "batching": {"max_batch_images": 8, "batch_wait_timeout_s": 0.2},
-        "deployment": {"ray_actor_options": {"num_cpus": 1,
-                                             "runtime_env": {"env_vars": env}}},
-    }), name=IMAGE_APP, route_prefix=None)
+    serve.run(
+        build_app(
+            {
+                "model": IMAGE_MODEL,
+                "default": True,
+                "owned_by": "openai-serve (random weights; images are noise)",
+                "model_source": "fixture:tiny-flux",
+                "engine": {"call_kwargs": {"max_sequence_length": 64}},
+                # A wider window than the default, so concurrent test requests that cross a
+                # busy 2-core machine still meet in one batch.
+                "batching": {"max_batch_images": 8, "batch_wait_timeout_s": 0.2},
+                "deployment": {
+                    "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+                },
+            }
+        ),
+        name=IMAGE_APP,
+        route_prefix=None,
+    )
     yield serve.get_app_handle(IMAGE_APP)
     serve.delete(IMAGE_APP)
 
@@ -62,8 +70,9 @@ def test_size_is_honoured_and_png_is_the_default(client, image_app):
 
 
 def test_n_images_are_distinct(client, image_app):
-    r = client.images.generate(model=IMAGE_MODEL, prompt=PROMPT, size="64x64", n=3,
-                               extra_body={"seed": 1})
+    r = client.images.generate(
+        model=IMAGE_MODEL, prompt=PROMPT, size="64x64", n=3, extra_body={"seed": 1}
+    )
     images = [_decode(d) for d in r.data]
     assert len(images) == 3 and len(set(images)) == 3
     assert all(Image.open(io.BytesIO(i)).size == (64, 64) for i in images)
@@ -71,8 +80,9 @@ def test_n_images_are_distinct(client, image_app):
 
 def test_same_seed_same_bytes_other_seed_other_image(client, image_app):
     def make(seed: int) -> bytes:
-        r = client.images.generate(model=IMAGE_MODEL, prompt=PROMPT, size="128x64",
-                                   extra_body={"seed": seed})
+        r = client.images.generate(
+            model=IMAGE_MODEL, prompt=PROMPT, size="128x64", extra_body={"seed": seed}
+        )
         return _decode(r.data[0])
 
     first = make(42)
@@ -85,8 +95,7 @@ def test_same_seed_same_bytes_other_seed_other_image(client, image_app):
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 def test_output_format(client, image_app, fmt):
-    r = client.images.generate(model=IMAGE_MODEL, prompt=PROMPT, size="64x64",
-                               output_format=fmt)
+    r = client.images.generate(model=IMAGE_MODEL, prompt=PROMPT, size="64x64", output_format=fmt)
     raw = _decode(r.data[0])
     if fmt == "webp":
         assert raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
@@ -95,21 +104,24 @@ def test_output_format(client, image_app, fmt):
     assert Image.open(io.BytesIO(raw)).format == fmt.upper()
 
 
-@pytest.mark.parametrize("body, param, says", [
-    ({"prompt": ""}, "prompt", "at least 1 character"),
-    ({"prompt": "   "}, "prompt", "must contain text"),
-    ({"n": 0}, "n", "greater than or equal to 1"),
-    ({"n": 5}, "n", "less than or equal to 4"),
-    ({"size": "1000x1000"}, "size", "multiple of 16"),
-    ({"size": "2048x1024"}, "size", "limit of 1024"),
-    ({"size": "16x16"}, "size", "minimum of 64"),
-    ({"size": "big"}, "size", "WIDTHxHEIGHT"),
-    ({"size": "1024*1024"}, "size", "WIDTHxHEIGHT"),
-    ({"size": "1024x"}, "size", "WIDTHxHEIGHT"),
-    ({"response_format": "url"}, "response_format", "b64_json"),
-    ({"output_format": "gif"}, "output_format", "png"),
-    ({"num_inference_steps": 500}, "num_inference_steps", "at most 50"),
-])
+@pytest.mark.parametrize(
+    "body, param, says",
+    [
+        ({"prompt": ""}, "prompt", "at least 1 character"),
+        ({"prompt": "   "}, "prompt", "must contain text"),
+        ({"n": 0}, "n", "greater than or equal to 1"),
+        ({"n": 5}, "n", "less than or equal to 4"),
+        ({"size": "1000x1000"}, "size", "multiple of 16"),
+        ({"size": "2048x1024"}, "size", "limit of 1024"),
+        ({"size": "16x16"}, "size", "minimum of 64"),
+        ({"size": "big"}, "size", "WIDTHxHEIGHT"),
+        ({"size": "1024*1024"}, "size", "WIDTHxHEIGHT"),
+        ({"size": "1024x"}, "size", "WIDTHxHEIGHT"),
+        ({"response_format": "url"}, "response_format", "b64_json"),
+        ({"output_format": "gif"}, "output_format", "png"),
+        ({"num_inference_steps": 500}, "num_inference_steps", "at most 50"),
+    ],
+)
 def test_bad_input_is_a_400(openai_stack, image_app, body, param, says):
     payload = {"model": IMAGE_MODEL, "prompt": PROMPT, "size": "64x64", **body}
     r = httpx.post(f"{openai_stack}/images/generations", json=payload, timeout=60)
@@ -133,8 +145,9 @@ def test_concurrent_requests_share_a_pipeline_call(client, image_app):
     before = len(image_app.stats.remote().result()["recent_batch_sizes"])
 
     def one(seed: int):
-        return client.images.generate(model=IMAGE_MODEL, prompt=PROMPT, size="256x256",
-                                      extra_body={"seed": seed})
+        return client.images.generate(
+            model=IMAGE_MODEL, prompt=PROMPT, size="256x256", extra_body={"seed": seed}
+        )
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(8)))
@@ -144,7 +157,7 @@ def test_concurrent_requests_share_a_pipeline_call(client, image_app):
     assert max(sizes) > 1, sizes
 
 
-SNIPPET = '''import io
+SNIPPET = """import io
 import base64
 from PIL import Image
 from openai import OpenAI
@@ -165,13 +178,30 @@ if __name__ == "__main__":
     image_bytes = base64.b64decode(b64_json)
     image = Image.open(io.BytesIO(image_bytes))
     image.save("output.png")
-'''
+"""
 
 
 def test_reference_snippet_runs_unchanged(openai_stack, image_app, tmp_path):
     # No `model` in the snippet: the default image model answers, at 1024x1024.
     code = SNIPPET.replace("https://api.deepinfra.com/v1/openai", openai_stack)
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "output.png").size == (1024, 1024)
+
+
+@pytest.mark.parametrize("size", ["256x256", "1024x1024"])
+def test_response_fits_the_openai_schema(openai_stack, image_app, size):
+    """`size` is echoed only where OpenAI's ImagesResponse admits the value."""
+    from tests.openapi import validate
+
+    r = httpx.post(
+        f"{openai_stack}/images/generations",
+        json={"model": IMAGE_MODEL, "prompt": PROMPT, "size": size},
+        timeout=120,
+    )
+    assert r.status_code == 200
+    body = r.json()
+    validate("ImagesResponse", body)
+    assert body.get("size") == (size if size == "1024x1024" else None)

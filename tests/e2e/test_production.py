@@ -4,6 +4,7 @@ client disconnects at scale, a killed replica, a dead engine, load, and metrics.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import time
@@ -17,7 +18,14 @@ from tests.conftest import TINY_APP, TINY_MODEL, tiny_llm_args
 pytestmark = pytest.mark.e2e
 
 KEYS = ("sk-test-one", "sk-test-two")
+KEY_LIMIT = 2  # the secure ingress's auth.max_concurrent_requests_per_key
 LIMITED_APP, LIMITED_MODEL, LIMIT = "tiny-limited", "tiny/limited", 6
+MP_APP, MP_MODEL = "tiny-mp", "tiny/mp"
+
+
+def _key_id(key: str) -> str:
+    """How a key is named in metrics: the first 8 hex characters of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def _replicas(app: str) -> list[dict]:
@@ -42,16 +50,27 @@ def _wait(predicate, timeout: float, what: str) -> float:
 
 @pytest.fixture(scope="module")
 def secure_base(openai_stack):
-    """A second ingress with auth on, under /secure, keys from its environment."""
+    """A second ingress with auth on (its defaults: /metrics behind the key too), a
+    per-key limit, under /secure, keys from its environment."""
     from ray import serve
 
     from ingress.builder import build_app
 
-    serve.run(build_app({"auth": {"protect_metrics": True},
-                         "deployment": {"name": "SecureIngress", "ray_actor_options": {
-                             "runtime_env": {"env_vars": {
-                                 "OPENAI_SERVE_API_KEYS": ",".join(KEYS)}}}}}),
-              name="openai-secure", route_prefix="/secure")
+    serve.run(
+        build_app(
+            {
+                "auth": {"max_concurrent_requests_per_key": KEY_LIMIT},
+                "deployment": {
+                    "name": "SecureIngress",
+                    "ray_actor_options": {
+                        "runtime_env": {"env_vars": {"OPENAI_SERVE_API_KEYS": ",".join(KEYS)}}
+                    },
+                },
+            }
+        ),
+        name="openai-secure",
+        route_prefix="/secure",
+    )
     yield openai_stack.replace("/v1/openai", "/secure/v1/openai")
     serve.delete("openai-secure")
 
@@ -67,7 +86,8 @@ def limited_app(openai_stack):
     args["deployment"].update({"health_check_period_s": 1, "health_check_timeout_s": 10})
     args["deployment"]["ray_actor_options"]["runtime_env"]["env_vars"] = {
         **args["deployment"]["ray_actor_options"]["runtime_env"]["env_vars"],
-        "VLLM_CPU_OMP_THREADS_BIND": "1"}  # the session engine has core 0
+        "VLLM_CPU_OMP_THREADS_BIND": "1",
+    }  # the session engine has core 0
     serve.run(build_app(args), name=LIMITED_APP, route_prefix=None)
     yield
     serve.delete(LIMITED_APP)
@@ -79,8 +99,12 @@ def limited_app(openai_stack):
 def test_api_keys(secure_base):
     health = secure_base.replace("/v1/openai", "/health")
     assert httpx.get(health).status_code == 200  # health needs no key
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic sk-test-one"},
-                    {"Authorization": f"Bearer {KEYS[0]}x"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic sk-test-one"},
+        {"Authorization": f"Bearer {KEYS[0]}x"},
+    ):
         r = httpx.get(f"{secure_base}/models", headers=headers)
         assert r.status_code == 401, headers
         assert r.json()["error"]["code"] == "invalid_api_key"
@@ -94,15 +118,55 @@ def test_api_keys(secure_base):
     assert r.usage.completion_tokens == 2
 
 
+def test_per_key_limit_is_a_shaped_429_for_that_key_only(secure_base):
+    async def run():
+        async with httpx.AsyncClient(timeout=120) as http:
+
+            async def one(key):
+                return await http.post(
+                    f"{secure_base}/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "model": TINY_MODEL,
+                        "prompt": "x",
+                        "max_tokens": 300,
+                        "ignore_eos": True,
+                    },
+                )
+
+            return await asyncio.gather(*(one(KEYS[0]) for _ in range(KEY_LIMIT + 2)), one(KEYS[1]))
+
+    *first_key, other_key = asyncio.run(run())
+    codes = sorted(r.status_code for r in first_key)
+    print(f"\nper-key limit {KEY_LIMIT}: codes {codes}, other key {other_key.status_code}")
+    assert codes == [200] * KEY_LIMIT + [429] * 2
+    assert other_key.status_code == 200  # another key is not held back
+    for r in first_key:
+        if r.status_code == 429:
+            error = r.json()["error"]
+            assert error["code"] == "rate_limited" and "API key" in error["message"]
+            assert KEYS[0] not in r.text
+            assert int(r.headers["retry-after"]) >= 1
+
+
 # --- limits ----------------------------------------------------------------------
 
 
 def test_concurrency_limit_is_a_shaped_429(openai_stack, limited_app):
     async def run():
         async with httpx.AsyncClient(timeout=120) as http:
+
             async def one():
-                return await http.post(f"{openai_stack}/completions", json={
-                    "model": LIMITED_MODEL, "prompt": "x", "max_tokens": 300, "ignore_eos": True})
+                return await http.post(
+                    f"{openai_stack}/completions",
+                    json={
+                        "model": LIMITED_MODEL,
+                        "prompt": "x",
+                        "max_tokens": 300,
+                        "ignore_eos": True,
+                    },
+                )
+
             return await asyncio.gather(*(one() for _ in range(LIMIT + 6)))
 
     responses = asyncio.run(run())
@@ -121,17 +185,21 @@ def queued_app(openai_stack):
     a slow stand-in (tests/fakes.py): what is tested is Serve's queue and our shaping."""
     from ray import serve
 
-    from deployments.contract import MODEL_CARD_KEY
-    from deployments.llm.config import LLMAppConfig
-    from deployments.llm.server import LLMServer
+    from deployments.llm.builder import build_app_with_engine
     from tests.fakes import SlowEngine
 
-    config = LLMAppConfig(model="test/queued", model_source="/tmp")
-    app = serve.deployment(LLMServer).options(
-        name="queued", max_ongoing_requests=1, max_queued_requests=1,
-        user_config={MODEL_CARD_KEY: config.card().model_dump(mode="json")},
-        ray_actor_options={"num_cpus": 0},
-    ).bind(config.model_dump(mode="json"), engine_cls=SlowEngine)
+    app = build_app_with_engine(
+        {
+            "model": "test/queued",
+            "model_source": "/tmp",
+            "deployment": {
+                "max_ongoing_requests": 1,
+                "max_queued_requests": 1,
+                "ray_actor_options": {"num_cpus": 0},
+            },
+        },
+        engine_cls=SlowEngine,
+    )
     serve.run(app, name="queued", route_prefix=None)
     yield
     serve.delete("queued")
@@ -140,9 +208,13 @@ def queued_app(openai_stack):
 def test_full_serve_queue_is_a_shaped_429(openai_stack, queued_app):
     async def run():
         async with httpx.AsyncClient(timeout=60) as http:
+
             async def one():
-                return await http.post(f"{openai_stack}/completions", json={
-                    "model": "test/queued", "prompt": "x", "max_tokens": 5})
+                return await http.post(
+                    f"{openai_stack}/completions",
+                    json={"model": "test/queued", "prompt": "x", "max_tokens": 5},
+                )
+
             return await asyncio.gather(*(one() for _ in range(6)))
 
     responses = asyncio.run(run())
@@ -164,7 +236,9 @@ def test_oversized_headers_are_refused_not_hung(openai_stack):
 
 
 def test_caps_are_400(openai_stack):
-    r = httpx.post(f"{openai_stack}/completions", json={"model": TINY_MODEL, "prompt": "x", "n": 17})
+    r = httpx.post(
+        f"{openai_stack}/completions", json={"model": TINY_MODEL, "prompt": "x", "n": 17}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
 
 
@@ -177,14 +251,21 @@ def test_hundred_disconnects_leave_nothing_running(openai_stack, tiny_app_handle
 
     async def open_and_leave():
         async with httpx.AsyncClient(timeout=120) as http:
+
             async def one(i):
-                body = {"model": TINY_MODEL, "prompt": f"story {i}", "max_tokens": 1500,
-                        "ignore_eos": True, "stream": True}
+                body = {
+                    "model": TINY_MODEL,
+                    "prompt": f"story {i}",
+                    "max_tokens": 1500,
+                    "ignore_eos": True,
+                    "stream": True,
+                }
                 async with http.stream("POST", f"{openai_stack}/completions", json=body) as r:
                     assert r.status_code == 200
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
                             return  # leaving the block closes the connection
+
             await asyncio.gather(*(one(i) for i in range(100)))
 
     asyncio.run(open_and_leave())
@@ -192,12 +273,18 @@ def test_hundred_disconnects_leave_nothing_running(openai_stack, tiny_app_handle
     took = _wait(lambda: unfinished() == 0, 10, "the engine to drop aborted requests")
     print(f"\n100 disconnects: engine empty {took:.2f} s after the last client left")
     assert took < 2.0
+
     # The same count, as exported to Prometheus.
     def gauge_zero() -> bool:
         text = httpx.get(metrics_url).text
-        lines = [l for l in text.splitlines() if l.startswith("ray_openai_serve_engine_unfinished_requests")
-                 and f'deploy_id="{TINY_APP}"' in l]
-        return bool(lines) and all(float(l.rsplit(" ", 1)[1]) == 0 for l in lines)
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_openai_serve_engine_unfinished_requests")
+            and f'deploy_id="{TINY_APP}"' in line
+        ]
+        return bool(lines) and all(float(line.rsplit(" ", 1)[1]) == 0 for line in lines)
+
     _wait(gauge_zero, 30, "the exported gauge to read 0")
     assert time.monotonic() - left < 60
 
@@ -209,17 +296,29 @@ def test_killed_replica_under_load(openai_stack, limited_app):
 
     async def load():
         async with httpx.AsyncClient(timeout=90) as http:
+
             async def one(i):
-                body = {"model": LIMITED_MODEL, "prompt": f"s{i}", "max_tokens": 400,
-                        "ignore_eos": True, "stream": True}
+                body = {
+                    "model": LIMITED_MODEL,
+                    "prompt": f"s{i}",
+                    "max_tokens": 400,
+                    "ignore_eos": True,
+                    "stream": True,
+                }
                 try:
                     async with http.stream("POST", f"{openai_stack}/completions", json=body) as r:
                         if r.status_code != 200:
                             return ("status", r.status_code)
-                        lines = [l async for l in r.aiter_lines() if l.startswith("data: ")]
+                        lines = [
+                            line async for line in r.aiter_lines() if line.startswith("data: ")
+                        ]
                         if lines[-1] != "data: [DONE]":
                             return ("malformed", lines[-1])
-                        return ("error", None) if any('"error"' in l for l in lines) else ("ok", None)
+                        return (
+                            ("error", None)
+                            if any('"error"' in line for line in lines)
+                            else ("ok", None)
+                        )
                 except httpx.TimeoutException:
                     return ("hung", None)
 
@@ -231,31 +330,66 @@ def test_killed_replica_under_load(openai_stack, limited_app):
     start = time.monotonic()
     outcomes = asyncio.run(load())
     print(f"\nkill under load: outcomes {outcomes} in {time.monotonic() - start:.1f} s")
-    assert all(kind in ("ok", "error") or (kind == "status" and code in (429, 503))
-               for kind, code in outcomes), outcomes
+    assert all(
+        kind in ("ok", "error") or (kind == "status" and code in (429, 503))
+        for kind, code in outcomes
+    ), outcomes
     assert not any(kind in ("hung", "malformed") for kind, _ in outcomes)
-    restored = _wait(lambda: _running_replica_pids(LIMITED_APP) not in ([], [pid]), 180,
-                     "Serve to restore the replica")
+    restored = _wait(
+        lambda: _running_replica_pids(LIMITED_APP) not in ([], [pid]),
+        180,
+        "Serve to restore the replica",
+    )
     print(f"replica restored after {restored:.1f} s")
     client = openai.OpenAI(base_url=openai_stack, api_key="x", max_retries=3)
     r = client.completions.create(model=LIMITED_MODEL, prompt="back", max_tokens=3)
     assert r.usage.completion_tokens == 3
 
 
-def test_dead_engine_core_marks_replica_unhealthy(openai_stack, limited_app):
+@pytest.fixture
+def mp_app(openai_stack):
+    """A tiny-model app whose engine core runs in a process of its own, as vLLM's
+    default (which production keeps) has it; the session's engines run in-process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0) to start faster, so they have no core to kill.
+    Deleted at the end: it costs an engine start, and one more for its replacement."""
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    args = tiny_llm_args(model=MP_MODEL)
+    args["deployment"].update({"health_check_period_s": 1, "health_check_timeout_s": 10})
+    actor = args["deployment"]["ray_actor_options"]
+    actor["runtime_env"]["env_vars"] = {
+        **actor["runtime_env"]["env_vars"],  # a copy: TEST_ENGINE_ENV is shared
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "1",  # the session engine has core 0
+    }
+    serve.run(build_app(args), name=MP_APP, route_prefix=None)
+    yield
+    serve.delete(MP_APP)
+
+
+def test_dead_engine_core_marks_replica_unhealthy(openai_stack, mp_app):
     import psutil
 
-    (pid,) = _wait_one_pid(LIMITED_APP)
-    cores = [p for p in psutil.Process(pid).children(recursive=True)]
-    if not cores:
-        pytest.skip("engine runs inside the replica process: no engine core to kill")
+    (pid,) = _wait_one_pid(MP_APP)
+    cores = psutil.Process(pid).children(recursive=True)
+    # Fail, never skip: without a child process this test would prove nothing.
+    assert cores, (
+        f"replica {pid} has no child process: its engine runs in-process "
+        "(is VLLM_ENABLE_V1_MULTIPROCESSING=1 reaching the replica?)"
+    )
+    print(f"\nreplica {pid}: killing {[(p.pid, p.name()) for p in cores]}")
     for p in cores:
         p.kill()
-    replaced = _wait(lambda: _running_replica_pids(LIMITED_APP) not in ([], [pid]), 180,
-                     "Serve to replace the replica whose engine died")
-    print(f"\nengine core killed: replica replaced after {replaced:.1f} s")
+    replaced = _wait(
+        lambda: _running_replica_pids(MP_APP) not in ([], [pid]),
+        180,
+        "Serve to replace the replica whose engine died",
+    )
+    print(f"engine core killed: replica replaced after {replaced:.1f} s")
     client = openai.OpenAI(base_url=openai_stack, api_key="x", max_retries=3)
-    assert client.completions.create(model=LIMITED_MODEL, prompt="x", max_tokens=2).usage
+    assert client.completions.create(model=MP_MODEL, prompt="x", max_tokens=2).usage
 
 
 def _wait_one_pid(app: str) -> list[int]:
@@ -270,20 +404,30 @@ def test_two_hundred_concurrent_streams(openai_stack):
     import psutil
 
     def rss() -> dict[int, int]:
-        return {r["pid"]: psutil.Process(r["pid"]).memory_info().rss
-                for app in (TINY_APP, "openai") for r in _replicas(app)}
+        return {
+            r["pid"]: psutil.Process(r["pid"]).memory_info().rss
+            for app in (TINY_APP, "openai")
+            for r in _replicas(app)
+        }
 
     async def load():
         async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=250)) as http:
+
             async def one(i):
-                body = {"model": TINY_MODEL, "prompt": f"client {i}", "max_tokens": 16,
-                        "ignore_eos": True, "stream": True}
+                body = {
+                    "model": TINY_MODEL,
+                    "prompt": f"client {i}",
+                    "max_tokens": 16,
+                    "ignore_eos": True,
+                    "stream": True,
+                }
                 async with http.stream("POST", f"{openai_stack}/completions", json=body) as r:
                     if r.status_code != 200:
                         return r.status_code, 0, False
-                    lines = [l async for l in r.aiter_lines() if l.startswith("data: ")]
-                    finishes = sum('"finish_reason":"length"' in l for l in lines)
+                    lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+                    finishes = sum('"finish_reason":"length"' in line for line in lines)
                     return 200, finishes, lines[-1] == "data: [DONE]"
+
             return await asyncio.gather(*(one(i) for i in range(200)))
 
     before = rss()
@@ -291,8 +435,10 @@ def test_two_hundred_concurrent_streams(openai_stack):
     results = asyncio.run(load())
     took = time.monotonic() - start
     ok = [r for r in results if r[0] == 200]
-    print(f"\n200 concurrent streams: {len(ok)} completed in {took:.1f} s, "
-          f"codes {sorted({r[0] for r in results})}")
+    print(
+        f"\n200 concurrent streams: {len(ok)} completed in {took:.1f} s, "
+        f"codes {sorted({r[0] for r in results})}"
+    )
     assert all(code in (200, 429) for code, _, _ in results)
     assert len(ok) == 200  # the limit is 200: nothing is refused
     assert all(finishes == 1 and done for _, finishes, done in ok)
@@ -309,31 +455,73 @@ def test_two_hundred_concurrent_streams(openai_stack):
 
 def test_metrics_route_and_its_key(openai_stack, secure_base, client):
     client.completions.create(model=TINY_MODEL, prompt="m", max_tokens=2)
-    open_url = openai_stack.replace("/v1/openai", "/metrics")
-    _wait(lambda: "ray_openai_serve_requests" in httpx.get(open_url, timeout=30).text, 60,
-          "the ingress's /metrics to show our metrics")
+    open_url = openai_stack.replace("/v1/openai", "/metrics")  # auth off: open
+    _wait(
+        lambda: "ray_openai_serve_requests" in httpx.get(open_url, timeout=30).text,
+        60,
+        "the ingress's /metrics to show our metrics",
+    )
+    # Auth on: /metrics needs the key by default, /health never.
+    secure = openai.OpenAI(base_url=secure_base, api_key=KEYS[0], max_retries=0)
+    secure.completions.create(model=TINY_MODEL, prompt="m", max_tokens=2)
     secure_url = secure_base.replace("/v1/openai", "/metrics")
     assert httpx.get(secure_url, timeout=30).status_code == 401
-    r = httpx.get(secure_url, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=30)
-    assert r.status_code == 200 and "ray_openai_serve" in r.text
+    assert httpx.get(secure_base.replace("/v1/openai", "/health")).status_code == 200
+    keyed = {"Authorization": f"Bearer {KEYS[0]}"}
+
+    def key_lines() -> list[str]:
+        r = httpx.get(secure_url, headers=keyed, timeout=30)
+        assert r.status_code == 200 and "ray_openai_serve" in r.text
+        assert not any(key in r.text for key in KEYS)  # never the key itself
+        return [
+            line
+            for line in r.text.splitlines()
+            if line.startswith(("ray_openai_serve_key_requests", "ray_openai_serve_key_tokens"))
+            and f'key="{_key_id(KEYS[0])}"' in line
+        ]
+
+    _wait(
+        lambda: (
+            {line.split("{")[0].removesuffix("_total") for line in key_lines()}
+            == {"ray_openai_serve_key_requests", "ray_openai_serve_key_tokens"}
+        ),
+        60,
+        "the per-key counters to be exported",
+    )
 
 
 def test_metrics_are_exported(client, metrics_url):
-    client.chat.completions.create(model=TINY_MODEL, messages=[{"role": "user", "content": "m"}],
-                                   max_tokens=3, stream=True).close()
+    client.chat.completions.create(
+        model=TINY_MODEL, messages=[{"role": "user", "content": "m"}], max_tokens=3, stream=True
+    ).close()
     list(client.completions.create(model=TINY_MODEL, prompt="m", max_tokens=3, stream=True))
     client.completions.create(model=TINY_MODEL, prompt="m", max_tokens=3)
-    wanted = ["ray_openai_serve_requests", "ray_openai_serve_time_to_first_token_seconds",
-              "ray_openai_serve_inter_token_latency_seconds",
-              "ray_openai_serve_request_latency_seconds", "ray_openai_serve_prompt_tokens",
-              "ray_openai_serve_generation_tokens", "ray_openai_serve_running_requests",
-              "ray_openai_serve_engine_unfinished_requests"]
+    wanted = [
+        "ray_openai_serve_requests",
+        "ray_openai_serve_time_to_first_token_seconds",
+        "ray_openai_serve_inter_token_latency_seconds",
+        "ray_openai_serve_request_latency_seconds",
+        "ray_openai_serve_prompt_tokens",
+        "ray_openai_serve_generation_tokens",
+        "ray_openai_serve_running_requests",
+        "ray_openai_serve_engine_unfinished_requests",
+    ]
 
     def all_there() -> bool:
         text = httpx.get(metrics_url).text
-        return all(any(l.startswith(w) and f'deploy_id="{TINY_APP}"' in l
-                       for l in text.splitlines()) for w in wanted)
+        return all(
+            any(
+                line.startswith(w) and f'deploy_id="{TINY_APP}"' in line
+                for line in text.splitlines()
+            )
+            for w in wanted
+        )
+
     _wait(all_there, 60, "metrics to be exported")
     text = httpx.get(metrics_url).text
-    assert any(l.startswith("ray_openai_serve_requests") and 'status="200"' in l
-               and 'endpoint="completions"' in l for l in text.splitlines())
+    assert any(
+        line.startswith("ray_openai_serve_requests")
+        and 'status="200"' in line
+        and 'task="completion"' in line
+        for line in text.splitlines()
+    )

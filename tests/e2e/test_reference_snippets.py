@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-CHAT = '''from openai import OpenAI
+CHAT = """from openai import OpenAI
 
 openai = OpenAI(
     api_key="$DEEPINFRA_TOKEN",
@@ -37,9 +37,9 @@ if stream:
 else:
     print(chat_completion.choices[0].message.content)
     print(chat_completion.usage.prompt_tokens, chat_completion.usage.completion_tokens)
-'''
+"""
 
-COMPLETIONS = '''from openai import OpenAI
+COMPLETIONS = """from openai import OpenAI
 
 openai = OpenAI(
     api_key="$DEEPINFRA_TOKEN",
@@ -66,14 +66,13 @@ if stream:
 else:
     print(completion.choices[0].text)
     print(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-'''
+"""
 
 
 def _run(snippet: str, base_url: str, stream: bool) -> subprocess.CompletedProcess:
     code = snippet.replace("https://api.deepinfra.com/v1/openai", base_url)
     code = code.replace("stream = True # or False", f"stream = {stream}")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
 def _finish_line(stdout: str) -> list[str]:

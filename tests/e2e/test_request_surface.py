@@ -52,8 +52,14 @@ def test_truncating_samplers_reduce_to_greedy(client, extra):
     assert sampled.choices[0].text == greedy
 
 
-@pytest.mark.parametrize("kw", [{"presence_penalty": 2.0}, {"frequency_penalty": 2.0},
-                                {"extra_body": {"repetition_penalty": 3.0}}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"presence_penalty": 2.0},
+        {"frequency_penalty": 2.0},
+        {"extra_body": {"repetition_penalty": 3.0}},
+    ],
+)
 def test_penalties_change_greedy_output(client, kw):
     greedy = _cmpl(client, max_tokens=48, temperature=0).choices[0].text
     penalised = _cmpl(client, max_tokens=48, temperature=0, **kw).choices[0].text
@@ -71,7 +77,7 @@ def test_stop_string_truncates_and_is_excluded(client):
     stop = chat[10:13]
     r = _chat(client, max_tokens=40, temperature=0, stop=stop)
     assert r.choices[0].finish_reason == "stop"
-    assert r.choices[0].message.content == chat[:chat.index(stop)]
+    assert r.choices[0].message.content == chat[: chat.index(stop)]
 
 
 def test_stop_token_ids(client, tiny_tokenizer):
@@ -178,9 +184,12 @@ def test_chat_logprobs(client):
 
 # --- structured output -------------------------------------------------------------
 
-SCHEMA = {"type": "object", "properties": {
-    "ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]}},
-    "required": ["ok", "color"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]}},
+    "required": ["ok", "color"],
+    "additionalProperties": False,
+}
 
 
 @pytest.mark.parametrize("fmt", ["json_object", "json"])
@@ -190,8 +199,7 @@ def test_json_object_output_parses(client, fmt):
     # must parse as an object; the fixed seeds make the set reproducible.
     ended = 0
     for seed in range(6):
-        r = _chat(client, max_tokens=300, temperature=1.0, seed=seed,
-                  response_format={"type": fmt})
+        r = _chat(client, max_tokens=300, temperature=1.0, seed=seed, response_format={"type": fmt})
         if r.choices[0].finish_reason == "stop":
             ended += 1
             assert isinstance(json.loads(r.choices[0].message.content), dict)
@@ -219,13 +227,30 @@ def test_invalid_schema_is_400(client):
 # --- tools -------------------------------------------------------------------------
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"unit": {"enum": ["c", "f"]},
-                                         "rain": {"type": "boolean"}},
-        "required": ["unit", "rain"], "additionalProperties": False}}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {
-        "type": "object", "properties": {"utc": {"type": "boolean"}},
-        "required": ["utc"], "additionalProperties": False}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"unit": {"enum": ["c", "f"]}, "rain": {"type": "boolean"}},
+                "required": ["unit", "rain"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "parameters": {
+                "type": "object",
+                "properties": {"utc": {"type": "boolean"}},
+                "required": ["utc"],
+                "additionalProperties": False,
+            },
+        },
+    },
 ]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 
@@ -239,8 +264,14 @@ def _check_calls(calls, only=None):
 
 
 def test_tool_choice_required_and_named(client):
-    r = _chat(client, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
-              max_tokens=200, temperature=0)
+    r = _chat(
+        client,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=200,
+        temperature=0,
+    )
     assert r.choices[0].finish_reason == "tool_calls"
     _check_calls(r.choices[0].message.tool_calls)
     named = {"type": "function", "function": {"name": "get_time"}}
@@ -253,8 +284,9 @@ def test_tool_calls_stream_like_non_stream(client):
     named = {"type": "function", "function": {"name": "get_weather"}}
     whole = _chat(client, tools=TOOLS, tool_choice=named, max_tokens=200, temperature=0)
     args, names, finishes = {}, {}, []
-    for event in _chat(client, tools=TOOLS, tool_choice=named, max_tokens=200,
-                       temperature=0, stream=True):
+    for event in _chat(
+        client, tools=TOOLS, tool_choice=named, max_tokens=200, temperature=0, stream=True
+    ):
         c = event.choices[0]
         for tc in c.delta.tool_calls or []:
             args[tc.index] = args.get(tc.index, "") + (tc.function.arguments or "")
@@ -277,9 +309,20 @@ def test_tool_choice_auto_and_none_without_parser_answer_text(client):
 def test_tool_result_messages(client):
     messages = [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"unit": "c", "rain": false}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": '{"unit": "c", "rain": false}',
+                    },
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees"},
     ]
     r = _chat(client, messages=messages, tools=TOOLS, max_tokens=4, temperature=0)
@@ -287,7 +330,13 @@ def test_tool_result_messages(client):
 
 
 def test_unknown_named_tool_is_400(openai_stack):
-    r = httpx.post(f"{openai_stack}/chat/completions", json={
-        "model": TINY_MODEL, "messages": USER, "tools": TOOLS,
-        "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    r = httpx.post(
+        f"{openai_stack}/chat/completions",
+        json={
+            "model": TINY_MODEL,
+            "messages": USER,
+            "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": "nope"}},
+        },
+    )
     assert r.status_code == 400 and "nope" in r.json()["error"]["message"]

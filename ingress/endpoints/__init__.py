@@ -1,0 +1,30 @@
+"""One module per API endpoint. Each handler does the same four steps:
+
+    parse (ingress/http.py) → convert (wire type → contract request)
+    → forward (ingress/forward.py) → shape (contract result → wire response)
+
+and raises OpenAIError for anything the client should hear about; ingress/app.py
+turns that into the response and counts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ingress.config import IngressConfig
+from ingress.forward import Forwarder, RequestContext
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """What every endpoint handler needs: the ingress's config and its pipeline."""
+
+    config: IngressConfig
+    forwarder: Forwarder
+
+
+Handler = Callable[[Api, Request, RequestContext], Awaitable[Response]]

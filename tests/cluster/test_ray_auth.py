@@ -1,0 +1,217 @@
+"""Ray is never reachable without its token: a head started the way scripts/serve.sh
+starts one (scripts/ray_head.sh) refuses a client without the token or with a wrong
+one, answers one with it, binds no socket off loopback, and its gRPC and dashboard
+ports refuse an unauthenticated peer even on loopback."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+import pkgutil
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAD_SCRIPT = ROOT / "scripts" / "ray_head.sh"
+CONNECT = (
+    "import ray, sys\n"
+    "try:\n"
+    "    ray.init(address=sys.argv[1])\n"
+    "except Exception as e:\n"
+    "    print('REFUSED', type(e).__name__); sys.exit(3)\n"
+    "print('CONNECTED', int(ray.cluster_resources().get('CPU', 0)))\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_without_ray_auth(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)  # no ~/.ray/auth_token to fall back on
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # reach the head at 127.0.0.1 itself
+    return env
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A one-node head from scripts/ray_head.sh, with a token file of its own."""
+    state = Path(tempfile.mkdtemp(prefix="osa-", dir="/tmp"))  # short: unix sockets
+    token = state / "token"
+    port, dashboard_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_PORT": str(port),
+        "RAY_NUM_CPUS": "1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    env.pop("RAY_AUTH_MODE", None)
+    log = (state / "head.log").open("w")
+    proc = subprocess.Popen(
+        [str(HEAD_SCRIPT), f"--temp-dir={state}/ray", f"--dashboard-port={dashboard_port}"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while (
+            subprocess.run(
+                [str(ROOT / ".venv/bin/ray"), "status", f"--address={address}"],
+                env={**env, "RAY_AUTH_MODE": "token"},
+                capture_output=True,
+            ).returncode
+            != 0
+        ):
+            assert proc.poll() is None, (state / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the head did not come up"
+            time.sleep(1)
+        yield {
+            "address": address,
+            "token": token,
+            "state": state,
+            "proc": proc,
+            "dashboard_port": dashboard_port,
+            "env": {**env, "RAY_AUTH_MODE": "token"},
+        }
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _connect(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CONNECT, address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_token_file_is_owner_only(head):
+    assert head["token"].stat().st_mode & 0o777 == 0o600
+    assert len(head["token"].read_text().strip()) >= 32
+
+
+def test_client_without_token_is_refused(head, tmp_path):
+    p = _connect(_env_without_ray_auth(tmp_path), head["address"])
+    assert p.returncode == 3 and "REFUSED" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert "Authentication token is missing or incorrect" in p.stderr
+
+
+def test_client_with_wrong_token_is_refused(head, tmp_path):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("0" * 64)
+    env = {
+        **_env_without_ray_auth(tmp_path),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(wrong),
+    }
+    p = _connect(env, head["address"])
+    assert p.returncode == 3 and "REFUSED" in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+def test_client_with_token_connects(head):
+    p = _connect(head["env"], head["address"])
+    assert p.returncode == 0 and "CONNECTED 1" in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+def _listening(root_pid: int) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP listening socket of the head's tree."""
+    procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+    out = []
+    for proc in procs:
+        try:
+            for c in proc.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((c.laddr.ip, c.laddr.port, proc.name()))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def test_no_ray_socket_off_loopback(head):
+    sockets = _listening(head["proc"].pid)
+    assert len(sockets) >= 6, sockets  # GCS, raylet, agents, client server, dashboard
+    assert [s for s in sockets if not _loopback(s[0])] == []
+
+
+def _grpc_methods() -> list[str]:
+    """Every RPC of Ray's generated gRPC services (as '/package.Service/Method')."""
+    import ray.core.generated as generated
+
+    methods = set()
+    for info in pkgutil.iter_modules(generated.__path__):
+        if info.name.endswith("_pb2_grpc"):
+            module = importlib.import_module(f"ray.core.generated.{info.name}")
+            source = Path(module.__file__).read_text()
+            methods.update(part.split("'")[0] for part in source.split("'/ray.rpc.")[1:])
+    return sorted(f"/ray.rpc.{m}" for m in methods)
+
+
+def test_grpc_ports_refuse_an_unauthenticated_peer(head):
+    """Every gRPC method Ray defines, called without a token on every listening port:
+    none answers OK, and the GCS, the raylet and the client server answer
+    UNAUTHENTICATED."""
+    import grpc
+
+    methods = _grpc_methods()
+    assert len(methods) > 50
+    gcs_port = int(head["address"].rsplit(":", 1)[1])
+    unauthenticated: dict[int, str] = {}
+    for _ip, port, name in _listening(head["proc"].pid):
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=2)
+        except grpc.FutureTimeoutError:
+            continue  # not an HTTP/2 server (the dashboard's and agents' HTTP ports)
+        for method in methods:
+            try:
+                channel.unary_unary(method)(b"", timeout=5)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    unauthenticated[port] = name
+                continue
+            pytest.fail(f"{name} on port {port} answered {method} without a token")
+        channel.close()
+    assert gcs_port in unauthenticated
+    assert "raylet" in unauthenticated.values()
+
+
+def test_dashboard_refuses_an_unauthenticated_peer(head):
+    url = f"http://127.0.0.1:{head['dashboard_port']}/api/jobs/"
+    assert httpx.get(url, timeout=10).status_code == 401
+    wrong = httpx.get(url, timeout=10, headers={"Authorization": "Bearer " + "0" * 64})
+    assert wrong.status_code in (401, 403)
+    token = head["token"].read_text().strip()
+    ok = httpx.get(url, timeout=10, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200, ok.text[:500]

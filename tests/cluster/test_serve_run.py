@@ -1,0 +1,313 @@
+"""The two ways README starts the embedded default, as a new user starts them:
+
+- `serve run serve_config.yaml` alone: a fresh local Ray (ray.init inside `serve run`,
+  CPUs as detected, token auth on by Ray's default), every replica placed, each of
+  the three models answering, /v1/openai/models showing the start's progress, and a
+  Ctrl-C that leaves no Ray behind.
+- `scripts/serve.sh`: prints the playground's and the API's URLs once the API is up,
+  and leaves Ray's default address file alone (a later plain `serve run` must not
+  chase its stopped head).
+
+Each runs in a temp dir of its own (Ray's temp dir, HOME), with the caches of this test
+run (tests/conftest.py), on ports checked free.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+import yaml
+
+from tests.cluster.conftest import REPORT
+from tests.conftest import _free_port
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "serve_config.yaml"
+START_BOUND_S = 1200  # Gemma's first conversion (~1-2 min) and three engine starts
+PROGRESS = re.compile(r"\(\d+/\d+\)$")
+
+
+def test_the_default_fits_two_cpus():
+    """What serve_config.yaml asks of Ray's CPUs fits a 2-core laptop, ingress 0."""
+    apps = yaml.safe_load(CONFIG.read_text())["applications"]
+    cpus = {
+        a["name"]: a["args"].get("deployment", {}).get("ray_actor_options", {}).get("num_cpus")
+        for a in apps
+    }
+    assert cpus.pop("openai") is None  # the ingress's default: 0 (ingress/builder.py)
+    assert sum(cpus.values()) <= 2, cpus
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _user_env(state: Path) -> dict[str, str]:
+    """A new user's shell: scripts/test.sh's variables, no Ray settings of this test
+    run (its token, an address), HOME and Ray's temp dir of the test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    home = state / "home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        RAY_TMPDIR=str(state),  # Ray's temp dir is $RAY_TMPDIR/ray
+        HF_HUB_OFFLINE="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        VLLM_HOST_IP="127.0.0.1",
+    )
+    return env
+
+
+def _config_on_free_port(state: Path) -> tuple[Path, int]:
+    """serve_config.yaml itself when its port (8000) is free, else a copy on a free port
+    (the only change)."""
+    if _port_free(8000):
+        return CONFIG, 8000
+    port = _free_port()
+    text = CONFIG.read_text()
+    assert text.count("  port: 8000\n") == 1
+    copy = state / "serve_config.yaml"
+    copy.write_text(text.replace("  port: 8000\n", f"  port: {port}\n"))
+    return copy, port
+
+
+def _descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _named(state: Path) -> list[psutil.Process]:
+    """Processes whose command line names the state dir (Ray's own processes name
+    their session dir there; workers rename themselves, hence `_descendants` too)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(state) in part for part in p.info["cmdline"] or ()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes], state: Path, grace_s: float = 90) -> float:
+    """Ctrl-C as a user does (SIGINT to the process group), wait, then kill the group
+    and whatever of its process tree is left. Returns how long the clean stop took.
+
+    Raises:
+        AssertionError: something had to be killed.
+    """
+    tree = _descendants(proc)
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        pytest.fail(f"no clean stop within {grace_s:g} s of Ctrl-C")
+    took = time.monotonic() - start
+    deadline = time.monotonic() + 30
+    while True:
+        left = [p for p in {*tree, *_named(state)} if _alive(p)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    names = []
+    for p in left:
+        try:
+            names.append(p.name())
+            p.kill()
+        except psutil.NoSuchProcess:
+            continue
+    assert not names, f"left running after Ctrl-C: {names}"
+    return took
+
+
+def _tail(path: Path, chars: int = 6000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[dict]:
+    """`serve run serve_config.yaml` from the repository root, as README says."""
+    state = Path(tempfile.mkdtemp(prefix="osr-", dir="/tmp"))  # short: Ray's unix sockets
+    config, port = _config_on_free_port(state)
+    log_path = state / "serve-run.log"
+    log = log_path.open("wb")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/serve"), "run", str(config)],
+        cwd=ROOT,
+        env=_user_env(state),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    info = {"proc": proc, "state": state, "log": log_path, "started": started}
+    info["base"] = f"http://127.0.0.1:{port}/v1/openai"
+    try:
+        yield info
+    finally:
+        if proc.poll() is None:
+            info["stop_s"] = _stop(proc, state)
+        log.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _models(base: str) -> list[dict] | None:
+    try:
+        r = httpx.get(f"{base}/models", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return r.json()["data"] if r.status_code == 200 else None
+
+
+def test_serve_run_places_everything_and_each_model_answers(served):
+    base, proc, log = served["base"], served["proc"], served["log"]
+    started = served["started"]
+    seen: dict[str, set[str]] = {}  # deploy_id → status messages seen while starting
+    ready: dict[str, float] = {}
+    api_up = peak = 0.0
+    sampled = 0.0
+    while True:
+        assert proc.poll() is None, _tail(log)
+        assert time.monotonic() - started < START_BOUND_S, (seen, _tail(log))
+        models = _models(base)
+        if models is not None:
+            api_up = api_up or time.monotonic() - started
+            failed = [m for m in models if m["status"] in ("DEPLOY_FAILED", "UNHEALTHY")]
+            assert not failed, (failed[0], _tail(log))
+            for m in models:
+                if m["status"] == "RUNNING" and m["status_message"] is None:
+                    ready.setdefault(m["deploy_id"], time.monotonic() - started)
+                elif m["status_message"]:
+                    seen.setdefault(m["deploy_id"], set()).add(m["status_message"])
+            if models and len(ready) == len({m["deploy_id"] for m in models}):
+                break
+        if time.monotonic() - sampled > 5:  # reading every process's smaps costs CPU
+            sampled = time.monotonic()
+            peak = max(peak, sum(_pss(p) for p in [psutil.Process(proc.pid), *_descendants(proc)]))
+        time.sleep(1)
+    assert set(ready) == {"gemma-3-270m-q4km", "all-minilm-l6-v2", "tiny-flux-random"}
+    # Nothing ever waited for CPUs: the default fits the CPUs Ray detected.
+    assert not any(m.startswith("waiting") for ms in seen.values() for m in ms), seen
+    # The long start showed its steps (deployments/progress.py, ingress/status.py).
+    assert any(PROGRESS.search(m) for m in seen.get("gemma-3-270m-q4km", ())), seen
+    # Ray's default for a new local cluster: token authentication, its token in HOME.
+    assert (served["state"] / "home" / ".ray" / "auth_token").is_file()
+
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=300)
+    t = time.monotonic()
+    chat = client.chat.completions.create(
+        model="google/gemma-3-270m",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert chat.choices[0].message.content
+    embedding = client.embeddings.create(
+        model="sentence-transformers/all-MiniLM-L6-v2", input=["cat"]
+    )
+    assert len(embedding.data[0].embedding) == 384
+    image = client.images.generate(prompt="a lighthouse", size="256x256")
+    assert base64.b64decode(image.data[0].b64_json).startswith(b"\x89PNG")
+    answers_s = time.monotonic() - t
+
+    stop_s = _stop(proc, served["state"])
+    REPORT.append(
+        f"serve run serve_config.yaml: API up {api_up:.0f} s, models ready "
+        + ", ".join(f"{d} {s:.0f} s" for d, s in sorted(ready.items(), key=lambda x: x[1]))
+        + f"; three answers {answers_s:.1f} s; Ctrl-C to no Ray left {stop_s:.1f} s; "
+        f"peak memory of its process tree {peak / 2**30:.1f} GiB (PSS, sampled every 5 s)"
+    )
+    REPORT.append(f"  status messages seen: {seen}")
+
+
+def _pss(proc: psutil.Process) -> int:
+    """Proportional set size: shared pages (torch's libraries in every process) are
+    counted once across the tree, not once per process as RSS would."""
+    try:
+        return int(proc.memory_full_info().pss)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
+
+
+INGRESS_ONLY = """\
+proxy_location: HeadOnly
+http_options: {{host: 127.0.0.1, port: {port}}}
+applications:
+  - name: openai
+    route_prefix: /
+    import_path: ingress.builder:build_app
+    args: {{auth: {{enabled: false}}}}
+"""
+
+
+def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
+    state = Path(tempfile.mkdtemp(prefix="oss-", dir="/tmp"))
+    try:
+        port = _free_port()
+        config = state / "config.yaml"
+        config.write_text(INGRESS_ONLY.format(port=port))
+        env = {**os.environ, "RAY_TMPDIR": str(state), "RAY_PORT": str(_free_port())}
+        env["OPENAI_SERVE_RAY_TEMP_DIR"] = str(state / "head")
+        # What an older serve.sh left behind: dropped, since it names our head's address.
+        default_file = state / "ray" / "ray_current_cluster"
+        default_file.parent.mkdir()
+        default_file.write_text(f"127.0.0.1:{env['RAY_PORT']}")
+        log_path = state / "serve.log"
+        started = time.monotonic()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(ROOT / "scripts/serve.sh"), str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                while "All models are ready." not in _tail(log_path):
+                    assert proc.poll() is None, _tail(log_path)
+                    assert time.monotonic() - started < 300, _tail(log_path)
+                    time.sleep(0.5)
+                up_s = time.monotonic() - started
+            finally:
+                stop_s = _stop(proc, state)
+        out = log_path.read_text()
+        assert f"playground  http://127.0.0.1:{port}/" in out
+        assert f"API         http://127.0.0.1:{port}/v1/openai" in out
+        assert not default_file.exists()  # and Ray wrote its address file elsewhere:
+        assert (state / "head" / "ray_current_cluster").is_file()
+        REPORT.append(f"scripts/serve.sh (ingress only): up {up_s:.0f} s, stop {stop_s:.1f} s")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,32 @@
+"""Validators for our responses against the official OpenAI OpenAPI document
+(shared/reference/openai-openapi/openapi.yaml, beside the repository)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+SPEC = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi" / "openapi.yaml"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _spec() -> dict[str, Any]:
+    import yaml
+
+    return yaml.load(SPEC.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def validate(schema_name: str, instance: Any) -> None:
+    """Raises jsonschema.ValidationError unless `instance` fits
+    `#/components/schemas/<schema_name>` (refs resolved within the document)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    resource = Resource.from_contents(_spec(), default_specification=DRAFT202012)
+    registry = Registry().with_resource("urn:openai", resource)
+    schema = {"$ref": f"urn:openai#/components/schemas/{schema_name}"}
+    Draft202012Validator(schema, registry=registry).validate(instance)

@@ -1,0 +1,34 @@
+"""Every application of both serve configs builds the way `serve run` / `serve deploy`
+build it: the import path resolves, Serve accepts the builder (exactly one parameter,
+a dict; it refuses any other signature) and the builder accepts the args. Inspected,
+not run: no Ray is started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray._common.utils import import_attr
+from ray.serve import Application
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = [
+    pytest.param(app, id=f"{config}:{app['name']}")
+    for config in ("serve_config.yaml", "serve_config.gpu.yaml")
+    for app in yaml.safe_load((ROOT / config).read_text())["applications"]
+]
+
+
+@pytest.mark.parametrize("config", ["serve_config.yaml", "serve_config.gpu.yaml"])
+def test_the_config_is_serve_deploy_schema(config):
+    ServeDeploySchema.model_validate(yaml.safe_load((ROOT / config).read_text()))
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_serve_can_build_the_application(app):
+    builder = import_attr(app["import_path"])
+    built = call_user_app_builder_with_args_if_necessary(builder, app.get("args") or {})
+    assert isinstance(built, Application)
