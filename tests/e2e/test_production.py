@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import TINY_APP, TINY_MODEL, tiny_llm_args
+from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
 
@@ -177,6 +178,7 @@ def test_concurrency_limit_is_a_shaped_429(openai_stack, limited_app):
         if r.status_code == 429:
             assert int(r.headers["retry-after"]) >= 1
             assert r.json()["error"]["code"] == "rate_limited"
+            assert_no_internals(r.text)
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +226,7 @@ def test_full_serve_queue_is_a_shaped_429(openai_stack, queued_app):
         if r.status_code == 429:
             assert r.json()["error"]["code"] == "rate_limited"
             assert int(r.headers["retry-after"]) >= 1
+            assert_no_internals(r.text)
 
 
 def test_oversized_headers_are_refused_not_hung(openai_stack):
