@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -123,40 +122,18 @@ async def engine_phases(sequential: int, concurrent: int, clients: int) -> dict:
     return report
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_stack() -> str:
     """A local Ray + Serve with the ingress and the MiniLM application as in
     serve_config.yaml; returns the API base URL."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import ray
+    from servers import start_local_serve
+
+    port = start_local_serve()
     from ray import serve
 
     from deployments.embeddings.builder import build_app as build_embeddings
     from ingress.builder import build_app as build_ingress
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    # log_to_driver=False: replica logs stay in Ray's log files; stdout is the report.
-    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
-    from servers import ray_auth_env
-
-    os.environ.update(ray_auth_env())  # token auth on, as scripts/ray_auth.sh sets it
-    ray.init(
-        address="local",
-        num_cpus=4,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
-    )
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_embeddings(_app_args()), name=APP, route_prefix=None)
     # Loopback only, for this process: no API keys to set up.
     serve.run(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import sys
 import threading
@@ -30,12 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 IMAGE_APP = "bench-tiny-flux"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_local(
     replica_cpus: float, max_batch_images: int, batch_wait_s: float
 ) -> tuple[str, object]:
@@ -44,27 +36,14 @@ def start_local(
     Returns:
         The API base URL and the image application's handle (for batch stats).
     """
-    import ray
+    from servers import start_local_serve
+
+    port = start_local_serve()
     from ray import serve
 
     from deployments.images.builder import build_app as build_images
     from ingress.builder import build_app as build_ingress
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
-    from servers import ray_auth_env
-
-    os.environ.update(ray_auth_env())  # token auth on, as scripts/ray_auth.sh sets it
-    ray.init(
-        address="local",
-        num_cpus=4,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
         build_images(
             {

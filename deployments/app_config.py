@@ -124,6 +124,11 @@ class ModelAppConfig(BaseModel):
         """The model card this application publishes; each task says its endpoints."""
         raise NotImplementedError(f"{type(self).__name__} must define card()")
 
+    def live_config(self) -> dict[str, Any]:
+        """What the application's replicas take in place (Serve `user_config`, applied
+        by `reconfigure`) beside the card; nothing unless a task says otherwise."""
+        return {}
+
     def card_fields(self) -> dict[str, Any]:
         """The ModelCard fields every task fills the same way."""
         return {

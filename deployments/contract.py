@@ -12,6 +12,7 @@ model. Values made once per request or per deploy are pydantic models.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -25,6 +26,14 @@ Task = Literal["chat", "completion", "embeddings", "image"]
 # deployed, before any replica runs, which is what lets the ingress route to a model
 # that is still starting (see ingress/catalog.py).
 MODEL_CARD_KEY = "openai_serve_model_card"
+# The same card, in the replicas' environment (runtime_env env_vars): Serve replaces a
+# deployment's whole `user_config` when serve_config.yaml overrides it (which is how
+# adapters change in place, below), and the card must survive that.
+MODEL_CARD_ENV = "OPENAI_SERVE_MODEL_CARD"
+# Key of an LLM deployment's `user_config` that lists its LoRA adapters (AdapterSpec).
+# user_config is the one deployment option Serve applies to running replicas in place
+# (`reconfigure`), so adapters come and go without restarting the engine.
+ADAPTERS_KEY = "adapters"
 
 
 class ModelCard(BaseModel):
@@ -55,6 +64,45 @@ class ModelCard(BaseModel):
         "(cold start, scale from zero) before a 503 model_not_ready.",
     )
     owned_by: str = Field(default="openai-serve", description="Shown in /models.")
+    base_version: str | None = Field(
+        default=None,
+        description="For a version that is a LoRA adapter: the version of the base it "
+        "runs on (set by the catalog, not by a builder).",
+    )
+
+
+class AdapterSpec(BaseModel):
+    """A version of an LLM that is a LoRA adapter over the application's base model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Version label: 'NAME:VERSION' addresses the adapter.",
+    )
+    source: str = Field(
+        min_length=1,
+        description="Adapter directory (PEFT format), or 'fixture:tiny-lora?seed=N' "
+        "(deployments/models/sources.py).",
+    )
+    default: bool = Field(
+        default=False, description="Whether plain 'NAME' resolves to this adapter."
+    )
+    max_concurrent_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Its own in-flight bound per ingress replica; None: it shares the "
+        "base version's.",
+    )
+
+    @property
+    def model_id(self) -> str:
+        """Serve's multiplexed model id: the version and its source, so that changing
+        an adapter's files under the same version loads the new weights."""
+        digest = hashlib.sha256(self.source.encode()).hexdigest()[:12]
+        return f"{self.version}@{digest}"
 
 
 # Where a starting model replica says what it is doing (deployments/progress.py writes
@@ -168,6 +216,9 @@ class GenerateRequest(BaseModel):
         "'schema': {...}} (already normalised by the ingress).",
     )
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    adapter: AdapterSpec | None = Field(
+        default=None, description="The LoRA adapter to run on; None: the base model."
+    )
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ hold them as plain attributes of a narrower type (a list where a Sequence is ask
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deployments.contract import SamplingOptions, ToolCall
@@ -100,6 +101,23 @@ class ToolParser(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter as the engine knows it (one model version).
+
+    Attributes:
+        name: the adapter's name (e.g. the served model id of the version).
+        int_id: the engine's key for it, unique per adapter and > 0; loading another
+            adapter under an id in use replaces nothing, so give each one its own.
+        path: the local PEFT-format directory (adapter_config.json and
+            adapter_model.safetensors).
+    """
+
+    name: str
+    int_id: int
+    path: str
+
+
 class LLMEngine(ModelEngine, Protocol):
     """What LLMServer and deployments/llm/plan.py call on a generation engine.
 
@@ -179,10 +197,38 @@ class LLMEngine(ModelEngine, Protocol):
         """
         ...
 
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Loads a LoRA adapter into the engine now, so that `stream` can use it
+        without touching its files; a no-op for one already loaded.
+
+        Raises:
+            InvalidAdapter: the adapter cannot be loaded (files missing or corrupt,
+                a rank past the engine's maximum); the message names no path.
+            RuntimeError: the engine was started without LoRA support.
+        """
+        ...
+
+    async def unload_adapter(self, adapter: AdapterRef) -> None:
+        """Drops a LoRA adapter from the engine; a no-op for one not loaded."""
+        ...
+
     def stream(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request_id: str,
+        adapter: AdapterRef | None = None,
     ) -> AsyncGenerator[EngineStep, None]:
         """Runs one prompt (an async generator, so the server can close it).
+
+        Args:
+            prompt_ids: the prompt's token ids.
+            params: what `sampling_params` returned.
+            request_id: the engine request's id (for `abort`).
+            adapter: the LoRA adapter to apply, loaded by `load_adapter` first;
+                None runs the base model. Its files must stay in place while it is
+                in use: vLLM reloads an adapter its cache dropped (past
+                `max_cpu_loras`) from `path`, and a failure then kills the engine.
 
         Yields:
             One EngineStep per engine step, deltas only; the last one carries every

@@ -45,6 +45,11 @@ class InvalidInput(ValueError):
         self.code = code
 
 
+class InvalidAdapter(InvalidInput):
+    """A LoRA adapter the engine cannot load (files missing or corrupt, a rank past
+    the engine's maximum); the message names no path, the log has the detail."""
+
+
 class PromptTooLong(InvalidInput):
     """The prompt (plus the asked-for output) does not fit the model's context."""
 

@@ -6,11 +6,12 @@ too), and the binding of a model application.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any, cast
 
 from deployments.app_config import ModelAppConfig
-from deployments.contract import MODEL_CARD_KEY, merge_options
+from deployments.contract import MODEL_CARD_ENV, MODEL_CARD_KEY, merge_options
 from deployments.server_base import ModelServer
 
 if TYPE_CHECKING:  # the builders import ray.serve; this module stays importable without it
@@ -102,7 +103,15 @@ def bind_model_app(
 
     options = model_options(defaults, config.deployment)
     options["name"] = deployment_name(prefix, config.model, config.version)
-    options["user_config"] = {MODEL_CARD_KEY: config.card().model_dump(mode="json")}
+    card = config.card().model_dump(mode="json")
+    options["user_config"] = {MODEL_CARD_KEY: card, **config.live_config()}
+    # A second copy where a serve_config.yaml `user_config` override cannot reach it
+    # (deployments/contract.py MODEL_CARD_ENV); the catalog reads it when the first is
+    # gone.
+    options = merge_options(
+        options,
+        {"ray_actor_options": {"runtime_env": {"env_vars": {MODEL_CARD_ENV: json.dumps(card)}}}},
+    )
     # Only when given: the server's default is the real engine, and an explicit None
     # would replace it.
     kwargs = {"engine_cls": engine_cls} if engine_cls is not None else {}

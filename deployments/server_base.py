@@ -79,9 +79,10 @@ class ModelServer(Generic[ConfigT, EngineT]):
         engine: EngineT = engine_cls(engine_config, model_path)
         return engine
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve hands us the model card we published; the ingress reads it from the
-        controller, so there is nothing to apply here."""
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve hands us the user_config: at start and in place whenever it changes.
+        The model card in it is for the ingress (it reads it from the controller);
+        a task with live settings (LLM adapters) overrides this."""
 
     async def check_health(self) -> None:
         """Raises only when the engine is dead (Serve then replaces the replica)."""

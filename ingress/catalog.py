@@ -14,23 +14,33 @@ runs.
 
 Addressing (the model string a client sends):
     "NAME"             the version marked `default: true`, else the highest version
+                       (a base model before an adapter)
     "NAME:VERSION"     that version (the version separator is the last ':')
     "deploy_id:ID"     the application named ID, whatever it serves
+    "deploy_id:ID/V"   the LoRA adapter version V of application ID
+
+LoRA adapters (README "Versions as adapters"): an LLM application lists them in the
+same `user_config`, and each becomes one more entry of that application, with its own
+version (the card's `base_version` names the base's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from deployments.contract import (
+    ADAPTERS_KEY,
+    MODEL_CARD_ENV,
     MODEL_CARD_KEY,
     PROGRESS_NAMESPACE,
+    AdapterSpec,
     ModelCard,
     StartupProgress,
     progress_key,
@@ -53,6 +63,21 @@ class CatalogEntry:
     target_replicas: int
     # Why it does not serve at full strength, for clients; None when it does.
     status_message: str | None = None
+    adapter: AdapterSpec | None = None  # the LoRA adapter this version is; None: the base
+
+    @property
+    def key(self) -> str:
+        """Unique per version: the application name, plus '/VERSION' for an adapter."""
+        return (
+            self.deploy_id if self.adapter is None else f"{self.deploy_id}/{self.adapter.version}"
+        )
+
+    @property
+    def limit_key(self) -> str:
+        """Whose concurrency budget a request counts against: an adapter shares its
+        base's unless it sets its own bound."""
+        own = self.adapter is not None and self.adapter.max_concurrent_requests is not None
+        return self.key if own else self.deploy_id
 
 
 async def fetch_serve_details() -> dict[str, Any]:
@@ -109,8 +134,11 @@ def entries_from_details(
     out = []
     for app_name, app in (details.get("applications") or {}).items():
         for dep in (app.get("deployments") or {}).values():
-            user_config = (dep.get("deployment_config") or {}).get("user_config") or {}
-            raw_card = user_config.get(MODEL_CARD_KEY) if isinstance(user_config, dict) else None
+            deployment_config = dep.get("deployment_config") or {}
+            user_config = deployment_config.get("user_config") or {}
+            if not isinstance(user_config, dict):
+                user_config = {}
+            raw_card = user_config.get(MODEL_CARD_KEY) or _env_card(deployment_config)
             if not raw_card:
                 continue
             try:
@@ -143,8 +171,59 @@ def entries_from_details(
                     ),
                 )
             )
+            base = out[-1]
+            for adapter in _adapters(app_name, user_config.get(ADAPTERS_KEY), card.version):
+                adapter_card = card.model_copy(
+                    update={
+                        "version": adapter.version,
+                        "default": adapter.default,
+                        "base_version": card.version,
+                        "max_concurrent_requests": adapter.max_concurrent_requests
+                        or card.max_concurrent_requests,
+                    }
+                )
+                out.append(replace(base, card=adapter_card, adapter=adapter))
             break  # one model deployment per application
     return out
+
+
+def _default_first(e: CatalogEntry) -> tuple[bool, bool]:
+    """Sort key (stable, after the version sort): defaults first, an adapter marked
+    default before its base (it was marked to take the name); among the rest, base
+    models before adapters, so an unmarked adapter never takes the plain name."""
+    is_adapter = e.adapter is not None
+    return (not e.card.default, not is_adapter if e.card.default else is_adapter)
+
+
+def _env_card(deployment_config: dict[str, Any]) -> Any:
+    """The card's second copy, in the replicas' environment (contract.MODEL_CARD_ENV)."""
+    actor = deployment_config.get("ray_actor_options") or {}
+    env_vars = (actor.get("runtime_env") or {}).get("env_vars") or {}
+    raw = env_vars.get(MODEL_CARD_ENV) if isinstance(env_vars, dict) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _adapters(app_name: str, raw: Any, base_version: str) -> list[AdapterSpec]:
+    """The readable adapters of an application's user_config; one that does not read,
+    repeats a version, or takes the base's own is left out (and logged), so a typo in
+    one adapter never hides the others or the base."""
+    found: dict[str, AdapterSpec] = {}
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            adapter = AdapterSpec.model_validate(item)
+        except ValueError:
+            logger.warning("application %s lists an unreadable adapter", app_name)
+            continue
+        if adapter.version in found or adapter.version == base_version:
+            logger.warning("application %s: adapter version %r is taken", app_name, adapter.version)
+            continue
+        found[adapter.version] = adapter
+    return list(found.values())
 
 
 def _progress_of(
@@ -206,11 +285,11 @@ class Catalog:
                 by_name.setdefault(name, []).append(e)
         for versions in by_name.values():
             versions.sort(key=lambda e: _version_key(e.card.version), reverse=True)
-            versions.sort(key=lambda e: not e.card.default)  # stable: default first
-        self._by_deploy_id = {e.deploy_id: e for e in entries}
+            versions.sort(key=_default_first)
+        self._by_deploy_id = {e.key: e for e in entries}
         self._by_name = by_name
         if self._on_refresh is not None:
-            self._on_refresh(set(self._by_deploy_id))
+            self._on_refresh({e.deploy_id for e in entries})
 
     async def refresh(self) -> None:
         """Re-reads the controller. Single-flight: callers that arrive while a read is
@@ -262,7 +341,7 @@ class Catalog:
             await asyncio.sleep(self._interval)
 
     def entries(self) -> list[CatalogEntry]:
-        return sorted(self._by_deploy_id.values(), key=lambda e: e.deploy_id)
+        return sorted(self._by_deploy_id.values(), key=lambda e: e.key)
 
     def default_for(self, name: str) -> CatalogEntry | None:
         versions = self._by_name.get(name)
@@ -288,5 +367,5 @@ class Catalog:
             if self.default_for(name) is entry:
                 ids.append(name)
             ids.append(f"{name}:{entry.card.version}")
-        ids.append(f"{DEPLOY_ID_PREFIX}{entry.deploy_id}")
+        ids.append(f"{DEPLOY_ID_PREFIX}{entry.key}")
         return ids

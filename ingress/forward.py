@@ -101,7 +101,7 @@ class Forwarder:
         self.catalog = catalog
         self.handles = handles
         self.metrics = metrics
-        self.limiter = ConcurrencyLimiter()  # by deploy_id
+        self.limiter = ConcurrencyLimiter()  # by CatalogEntry.limit_key
         self.key_limit = key_limit
         self.key_limiter = ConcurrencyLimiter()  # by API key id
 
@@ -163,7 +163,7 @@ class Forwarder:
         timer = self._timer(ctx, entry)
         response: Any = None
         try:
-            handle = await self.handles.get(entry.deploy_id, stream=False)
+            handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=False), entry)
             response = getattr(handle, method).remote(payload)
             await self._wait_for_replica(response, entry, ctx.request_id)
             result = await response
@@ -191,7 +191,7 @@ class Forwarder:
         timer = self._timer(ctx, entry)
         stream: Any = None
         try:
-            handle = await self.handles.get(entry.deploy_id, stream=True)
+            handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=True), entry)
             stream = getattr(handle, method).remote(payload)
             await self._wait_for_replica(stream, entry, ctx.request_id)
             first = await _first_item(stream)
@@ -211,7 +211,7 @@ class Forwarder:
     def _admit(self, ctx: RequestContext, entry: CatalogEntry) -> tuple[Slot, ...]:
         """Counts the request against its API key's limit, if one is set, then its
         model's (429 past either; a refusal holds no slot)."""
-        tags = self.metrics.tags(entry.card.model, entry.deploy_id)
+        tags = self.metrics.tags(entry.card.model, entry.key)
         slots: list[Slot] = []
         if ctx.api_key is not None and self.key_limit is not None:
             try:
@@ -222,7 +222,7 @@ class Forwarder:
         try:
             slots.append(
                 self.limiter.acquire(
-                    entry.deploy_id, entry.card.max_concurrent_requests, f"'{entry.card.model}'"
+                    entry.limit_key, entry.card.max_concurrent_requests, f"'{entry.card.model}'"
                 )
             )
         except OpenAIError:
@@ -230,20 +230,18 @@ class Forwarder:
                 slot.release()
             self.metrics.rejected.inc(1, {**tags, "reason": "concurrency_limit"})
             raise
-        self.metrics.running.set(self.limiter.inflight(entry.deploy_id), tags)
+        self.metrics.running.set(self.limiter.inflight(entry.limit_key), tags)
         return tuple(slots)
 
     def _timer(self, ctx: RequestContext, entry: CatalogEntry) -> RequestTimer:
-        return RequestTimer(
-            self.metrics, entry.card.model, entry.deploy_id, ctx.task, key=ctx.api_key
-        )
+        return RequestTimer(self.metrics, entry.card.model, entry.key, ctx.task, key=ctx.api_key)
 
     def _release(self, slots: tuple[Slot, ...], entry: CatalogEntry) -> None:
         for slot in slots:
             slot.release()
         self.metrics.running.set(
-            self.limiter.inflight(entry.deploy_id),
-            self.metrics.tags(entry.card.model, entry.deploy_id),
+            self.limiter.inflight(entry.limit_key),
+            self.metrics.tags(entry.card.model, entry.key),
         )
 
     async def _wait_for_replica(self, response: Any, entry: CatalogEntry, request_id: str) -> None:
@@ -272,6 +270,14 @@ class Forwarder:
                     code="model_not_ready",
                     retry_after=30,
                 ) from None
+
+
+def _for_adapter(handle: Any, entry: CatalogEntry) -> Any:
+    """A LoRA adapter's calls carry its id as Serve's multiplexed model id: Serve then
+    prefers a replica that has it loaded, and the replica loads it on first use."""
+    if entry.adapter is None:
+        return handle
+    return handle.options(multiplexed_model_id=entry.adapter.model_id)
 
 
 _FAILED_STATUS = {"DEPLOY_FAILED": "deploy failed", "UNHEALTHY": "no healthy replica"}

@@ -17,12 +17,13 @@ from deployments.contract import SamplingOptions, ToolCall
 from deployments.embeddings.config import EmbeddingEngineConfig
 from deployments.embeddings.pooling import PoolingSpec
 from deployments.engines import (
+    AdapterRef,
     EmbeddingEngineClass,
     ImageEngineClass,
     LLMEngineClass,
     ToolParser,
 )
-from deployments.errors import InvalidInput, PromptTooLong
+from deployments.errors import InvalidAdapter, InvalidInput, PromptTooLong
 from deployments.images.config import ImageEngineConfig
 from deployments.images.engine import PipelineBatch
 from deployments.llm.config import EngineConfig
@@ -90,7 +91,9 @@ class FakeEngine:
 
     Each prompt token is one word of the text (`encode`); ids are valid below
     `VOCAB`. A choice ends with "stop" after the last piece, or "length" at the
-    request's max_tokens (one token per piece).
+    request's max_tokens (one token per piece). With a LoRA adapter, each choice's
+    text starts with "[adapter name] " (same token ids), so tests see which weights
+    answered; an adapter whose path contains "corrupt" fails to load.
     """
 
     VOCAB = 100
@@ -105,6 +108,10 @@ class FakeEngine:
         self.shut_down = False
         self.streamed: list[str] = []
         self.aborted: list[str] = []
+        self.adapter_loads: list[AdapterRef] = []  # every load_adapter call, in order
+        self.adapter_unloads: list[AdapterRef] = []  # every unload_adapter call, in order
+        self.adapters: dict[int, AdapterRef] = {}  # loaded now, by int_id
+        self.stream_adapters: list[str | None] = []  # per stream call: its adapter's name
         self._running = 0
 
     async def start(self) -> None:
@@ -172,13 +179,31 @@ class FakeEngine:
             )
         return steps
 
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        self.adapter_loads.append(adapter)
+        if "corrupt" in adapter.path:
+            raise InvalidAdapter("its files are not a valid PEFT LoRA adapter for this model")
+        self.adapters.setdefault(adapter.int_id, adapter)
+
+    async def unload_adapter(self, adapter: AdapterRef) -> None:
+        self.adapter_unloads.append(adapter)
+        self.adapters.pop(adapter.int_id, None)
+
     async def stream(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request_id: str,
+        adapter: AdapterRef | None = None,
     ) -> AsyncGenerator[FakeStep, None]:
         self._running += 1
         self.streamed.append(request_id)
+        self.stream_adapters.append(adapter.name if adapter is not None else None)
         try:
-            for step in self.script(params):
+            for t, step in enumerate(self.script(params)):
+                if adapter is not None and t == 0:
+                    for out in step.outputs:
+                        out.text = f"[{adapter.name}] {out.text}"
                 await asyncio.sleep(self.step_delay_s)
                 yield step
         finally:
@@ -197,7 +222,11 @@ class FailingEngine(FakeEngine):
     steps = 2
 
     async def stream(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request_id: str,
+        adapter: AdapterRef | None = None,
     ) -> AsyncGenerator[FakeStep, None]:
         self._running += 1
         self.streamed.append(request_id)

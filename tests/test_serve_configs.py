@@ -32,3 +32,19 @@ def test_serve_can_build_the_application(app):
     builder = import_attr(app["import_path"])
     built = call_user_app_builder_with_args_if_necessary(builder, app.get("args") or {})
     assert isinstance(built, Application)
+
+
+def test_the_readme_adapter_example_deploys_as_written():
+    """README "Versions as adapters": the YAML is a valid application, it builds, and its
+    `deployments:` override names the deployment the builder makes (else `serve deploy`
+    fails with "Deployment ... does not exist")."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Versions as adapters") :]
+    block = section[section.index("```yaml") + len("```yaml") : section.index("```\n", 10)]
+    app = yaml.safe_load(block)[0]
+    ServeDeploySchema.model_validate({"applications": [app]})
+    built = call_user_app_builder_with_args_if_necessary(
+        import_attr(app["import_path"]), app["args"]
+    )
+    assert [d["name"] for d in app["deployments"]] == [built._bound_deployment.name]
+    assert app["deployments"][0]["user_config"]["adapters"]

@@ -6,12 +6,12 @@ with a message naming the field, before any replica starts.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.app_config import ModelAppConfig, VLLMEngineConfig
-from deployments.contract import ModelCard
+from deployments.contract import ADAPTERS_KEY, AdapterSpec, ModelCard
 
 
 class EngineConfig(VLLMEngineConfig):
@@ -90,11 +90,32 @@ class LLMAppConfig(ModelAppConfig):
         "at once (no added inter-token latency), a busy one coalesces. 1 always holds.",
     )
 
+    adapters: tuple[AdapterSpec, ...] = Field(
+        default=(),
+        description="LoRA adapters served as versions of this model on the same replicas "
+        "(README 'Versions as adapters'). Listed here, a change restarts the replicas; "
+        "listed in the deployment's user_config override, it reaches them in place.",
+    )
+
     @model_validator(mode="after")
     def _check_tasks(self) -> LLMAppConfig:
         if not self.tasks:
             raise ValueError("tasks must name at least one endpoint")
         return self
+
+    @model_validator(mode="after")
+    def _check_adapters(self) -> LLMAppConfig:
+        if not self.adapters:
+            return self
+        if not self.engine.engine_kwargs.get("enable_lora"):
+            raise ValueError("adapters need engine.engine_kwargs.enable_lora: true")
+        problem = adapter_list_problem(self.adapters, self.version)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def live_config(self) -> dict[str, Any]:
+        return {ADAPTERS_KEY: [a.model_dump(mode="json") for a in self.adapters]}
 
     def card(self, max_model_len: int | None = None) -> ModelCard:
         return ModelCard(
@@ -102,3 +123,15 @@ class LLMAppConfig(ModelAppConfig):
             tasks=tuple(self.tasks),
             max_model_len=max_model_len or self.engine.engine_kwargs.get("max_model_len"),
         )
+
+
+def adapter_list_problem(adapters: tuple[AdapterSpec, ...], base_version: str) -> str | None:
+    """Why a list of adapters cannot be served beside `base_version`, or None."""
+    versions = [a.version for a in adapters]
+    if len(set(versions)) != len(versions):
+        return "adapter versions must be unique"
+    if base_version in versions:
+        return f"adapter version {base_version!r} is the base model's own version"
+    if sum(a.default for a in adapters) > 1:
+        return "at most one adapter can be the default"
+    return None

@@ -16,14 +16,16 @@ from contextlib import aclosing
 from typing import Any
 
 from deployments.contract import (
+    AdapterSpec,
     ChoiceDelta,
     ErrorInfo,
     GenerateRequest,
     GenerationChunk,
     GenerationResult,
 )
-from deployments.engines import EngineStep, LLMEngine, LLMEngineClass
-from deployments.errors import engine_error, planning_error
+from deployments.engines import AdapterRef, EngineStep, LLMEngine, LLMEngineClass
+from deployments.errors import InvalidAdapter, engine_error, planning_error
+from deployments.llm.adapters import AdapterSet, adapters_of
 from deployments.llm.config import LLMAppConfig
 from deployments.llm.plan import ChoiceAssembler, Plan, build_plan
 from deployments.llm.vllm_engine import VLLMEngine
@@ -59,6 +61,12 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
             if self._config.tool_call_parser
             else None
         )
+        engine_kwargs = self._config.engine.engine_kwargs
+        self._adapters = AdapterSet(
+            self._engine,
+            enabled=bool(engine_kwargs.get("enable_lora")),
+            capacity=int(engine_kwargs.get("max_cpu_loras") or engine_kwargs.get("max_loras") or 1),
+        )
         self._stats_task = asyncio.get_running_loop().create_task(self._publish_stats())
         # Generations running on this replica: chunks are held (stream_interval_ms)
         # only while there are at least `stream_hold_min_streams` of them.
@@ -84,9 +92,26 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
             gauge.set(self._engine.num_unfinished_requests(), tags)
             await asyncio.sleep(period_s)
 
-    def stats(self) -> dict[str, int]:
-        """Engine-side counts, for tests and metrics: requests still in the engine."""
-        return {"unfinished_requests": self._engine.num_unfinished_requests()}
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve applies a new user_config in place: the adapters it lists (the card
+        beside them is the ingress's business)."""
+        await self._adapters.reconfigure(adapters_of(user_config))
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-side counts, for tests and metrics: requests still in the engine,
+        adapter loads by version, and which replica and engine answered."""
+        try:
+            from ray import serve
+
+            replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # not inside a Serve replica (unit tests)
+            replica = ""
+        return {
+            "unfinished_requests": self._engine.num_unfinished_requests(),
+            "adapter_loads": dict(self._adapters.loads),
+            "replica": replica,
+            "engine": id(self._engine),
+        }
 
     def __del__(self) -> None:
         task = getattr(self, "_stats_task", None)
@@ -103,6 +128,39 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         self, request: GenerateRequest
     ) -> AsyncGenerator[GenerationChunk | ErrorInfo, None]:
         """Streams a generation; see contract.LLMDeployment.generate."""
+        spec = request.adapter
+        if spec is None:
+            async with aclosing(self._generate(request, None)) as items:
+                async for item in items:
+                    yield item
+            return
+        try:
+            adapter = await self._adapters.acquire(spec)
+        except InvalidAdapter as exc:
+            yield self._adapter_unavailable(spec, exc, request.request_id)
+            return
+        try:
+            async with aclosing(self._generate(request, adapter)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            await asyncio.shield(self._adapters.release(spec))
+
+    def _adapter_unavailable(
+        self, spec: AdapterSpec, exc: InvalidAdapter, request_id: str
+    ) -> ErrorInfo:
+        # The reason is ours (InvalidAdapter's messages name no path); the detail is in
+        # the replica log. The base model and the other adapters keep serving.
+        return ErrorInfo(
+            f"The model '{self._config.model}:{spec.version}' (a LoRA adapter) cannot be "
+            f"loaded: {exc}; request id {request_id}.",
+            kind="unavailable",
+            code="adapter_unavailable",
+        )
+
+    async def _generate(
+        self, request: GenerateRequest, adapter: AdapterRef | None
+    ) -> AsyncGenerator[GenerationChunk | ErrorInfo, None]:
         try:
             # Cancelled meanwhile (the client left), the thread finishes its plan and
             # it is dropped: no engine request exists yet, so there is nothing to abort.
@@ -130,7 +188,7 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         try:
             # aclosing: leaving early (client gone, engine failure) closes the merge
             # now, which cancels its per-prompt tasks, instead of at garbage collection.
-            async with aclosing(_merge(self._engine, plan, request.request_id)) as steps:
+            async with aclosing(_merge(self._engine, plan, request.request_id, adapter)) as steps:
                 async for p, out in steps:
                     deltas: list[ChoiceDelta] = []
                     if out is None:  # prompt p is done
@@ -211,7 +269,7 @@ def merge_delta(into: ChoiceDelta, delta: ChoiceDelta) -> None:
 
 
 async def _merge(
-    engine: LLMEngine, plan: Plan, request_id: str
+    engine: LLMEngine, plan: Plan, request_id: str, adapter: AdapterRef | None = None
 ) -> AsyncGenerator[tuple[int, EngineStep | None], None]:
     """Runs every prompt's engine request and yields (prompt index, engine step),
     then (prompt index, None) when that prompt is done. One prompt: no tasks."""
@@ -220,7 +278,9 @@ async def _merge(
         # Closed on the way out, so the engine frees the request at once (vLLM's
         # generate aborts when closed) rather than whenever it is garbage collected.
         return aclosing(
-            engine.stream(plan.prompts[p], plan.params, plan.engine_request_id(request_id, p))
+            engine.stream(
+                plan.prompts[p], plan.params, plan.engine_request_id(request_id, p), adapter
+            )
         )
 
     if len(plan.prompts) == 1:

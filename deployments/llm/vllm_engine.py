@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployments.contract import SamplingOptions, TokenLogprob, ToolCall
 from deployments.engine_base import AsyncLLMHolder
-from deployments.errors import InvalidInput, PromptTooLong
+from deployments.errors import InvalidAdapter, InvalidInput, PromptTooLong
 from deployments.llm.config import EngineConfig
 from deployments.llm.tools import new_call_id
+
+if TYPE_CHECKING:
+    from deployments.engines import AdapterRef
 
 logger = logging.getLogger("ray.serve")
 
@@ -165,14 +168,52 @@ class VLLMEngine(AsyncLLMHolder):
         return SamplingParams(**kwargs)
 
     async def stream(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request_id: str,
+        adapter: AdapterRef | None = None,
     ) -> AsyncGenerator[Any, None]:
         """Yields vLLM RequestOutputs (deltas). vLLM's generate aborts the request
         itself when this iteration is cancelled or closed."""
         async for out in self._engine.generate(
-            {"prompt_token_ids": prompt_ids}, params, request_id
+            {"prompt_token_ids": prompt_ids},
+            params,
+            request_id,
+            lora_request=_lora_request(adapter) if adapter is not None else None,
         ):
             yield out
+
+    # LoRA adapters (enable_lora, max_loras, max_lora_rank, max_cpu_loras come from
+    # the config's engine_kwargs) -------------------------------------------------
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Loads the adapter into vLLM's CPU-side cache (LRU, `max_cpu_loras`).
+
+        vLLM validates and reads the files here, in the engine core, and reports any
+        failure as a plain Exception "Call to add_lora method failed: <detail>"
+        (the class is lost across the process boundary); the engine stays up.
+
+        Raises:
+            InvalidAdapter: the files are missing or unreadable, or the rank is past
+                `max_lora_rank`.
+            RuntimeError: the engine was started without `enable_lora`.
+        """
+        try:
+            await self._engine.add_lora(_lora_request(adapter))
+        except Exception as exc:
+            detail = str(exc)
+            if type(exc) is not Exception or "add_lora method failed" not in detail:
+                raise  # the engine died or something else broke: not the adapter's fault
+            if "LoRA is not enabled" in detail:
+                raise RuntimeError("set enable_lora in engine_kwargs to serve adapters") from exc
+            logger.warning("adapter %r (%s) failed to load: %s", adapter.name, adapter.path, detail)
+            raise InvalidAdapter(_adapter_problem(detail)) from None
+
+    async def unload_adapter(self, adapter: AdapterRef) -> None:
+        if self._engine is not None:
+            # False when vLLM did not hold it (never loaded, or evicted from its LRU).
+            await self._engine.remove_lora(adapter.int_id)
 
     async def abort(self, request_id: str) -> None:
         if self._engine is not None:
@@ -181,6 +222,23 @@ class VLLMEngine(AsyncLLMHolder):
     def is_client_error(self, exc: BaseException) -> bool:
         """See LLMEngine.is_client_error (deployments/engines.py)."""
         return is_client_error(exc)
+
+
+def _lora_request(adapter: AdapterRef) -> Any:
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(adapter.name, adapter.int_id, adapter.path)
+
+
+def _adapter_problem(detail: str) -> str:
+    """A client-safe reason for vLLM's add_lora failure `detail` (which names paths)."""
+    if "greater than max_lora_rank" in detail:
+        why = "its rank is greater than this engine's max_lora_rank"
+    elif "No adapter found" in detail:
+        why = "its adapter_config.json or weights are missing"
+    else:
+        why = "its files are not a valid PEFT LoRA adapter for this model"
+    return why
 
 
 def convert_logprobs(token_ids: Any, logprobs: Any, k: int) -> list[TokenLogprob]:

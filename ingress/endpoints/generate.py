@@ -50,6 +50,7 @@ async def generate(
     shape: Shape,
 ) -> Response:
     """Forwards a generation: streamed as SSE when the client asked, else whole."""
+    gen.adapter = entry.adapter  # a version that is a LoRA adapter runs on its base
     response_id = new_id("chatcmpl" if task == "chat" else "cmpl")
     if req.stream:
         stream = await api.forwarder.open_stream(ctx, entry, "generate", gen)

@@ -38,6 +38,7 @@ def model_object(model_id: str, entry: CatalogEntry) -> ModelObject:
         tasks=list(entry.card.tasks),
         version=entry.card.version,
         deploy_id=entry.deploy_id,
+        base_version=entry.card.base_version,
         status=entry.status,
         status_message=entry.status_message,
         running_replicas=entry.running_replicas,

@@ -59,6 +59,8 @@ class ModelObject(BaseModel):
     # weights (3/5)", "waiting for resources: needs CPU 1, cluster has 0 free");
     # null when it does (ingress/status.py).
     status_message: str | None = None
+    # For a version that is a LoRA adapter: the base version it runs on.
+    base_version: str | None = None
     running_replicas: int
     target_replicas: int
     max_model_len: int | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
-from deployments.contract import MODEL_CARD_KEY
+from deployments.contract import ADAPTERS_KEY, MODEL_CARD_ENV, MODEL_CARD_KEY
 from deployments.llm.config import LLMAppConfig
 from deployments.llm.server import LLMServer
 from deployments.options import (
@@ -74,9 +76,13 @@ def test_bind_publishes_the_card_and_merges_over_the_shared_base():
     assert deployment.func_or_class is LLMServer and deployment.name == "LLM:org-m-2"
     assert deployment.max_ongoing_requests == 3
     assert deployment._deployment_config.health_check_period_s == 5
-    assert deployment.ray_actor_options == MODEL_DEPLOYMENT_BASE["ray_actor_options"]
+    env_vars = dict(deployment.ray_actor_options["runtime_env"]["env_vars"])
+    card_copy = json.loads(env_vars.pop(MODEL_CARD_ENV))
+    assert env_vars == MODEL_DEPLOYMENT_BASE["ray_actor_options"]["runtime_env"]["env_vars"]
     card = deployment.user_config[MODEL_CARD_KEY]
     assert (card["model"], card["version"], card["tasks"]) == ("org/m", "2", ["chat", "completion"])
+    assert card_copy == card  # survives a user_config override (ingress/catalog.py)
+    assert deployment.user_config[ADAPTERS_KEY] == []  # the LLM's live settings
     assert deployment.init_args == (_config(max_ongoing_requests=3).model_dump(mode="json"),)
 
 

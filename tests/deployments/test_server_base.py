@@ -58,6 +58,7 @@ def test_a_bad_config_or_source_fails_the_replica(tmp_path):
 
 def test_reconfigure_accepts_the_published_card(tmp_path):
     server = _start(LLMServer, {"model": "m", "model_source": str(tmp_path)}, FakeEngine)
-    assert server.reconfigure({"openai_serve_model_card": {}}) is None
+    assert asyncio.run(server.reconfigure({"openai_serve_model_card": {}})) is None
     asyncio.run(server.check_health())
-    assert server.stats() == {"unfinished_requests": 0}
+    stats = server.stats()
+    assert stats["unfinished_requests"] == 0 and stats["adapter_loads"] == {}

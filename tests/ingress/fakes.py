@@ -141,6 +141,7 @@ class Call:
     payload: Any
     stream: bool
     response: FakeResponse | FakeStream
+    model_id: str | None = None  # the handle's multiplexed_model_id
 
 
 class FakeApplication:
@@ -172,7 +173,9 @@ class FakeApplication:
         self.options_calls.append(stream)
         return FakeHandle(self, stream)
 
-    def remote(self, method: str, payload: Any, stream: bool) -> FakeResponse | FakeStream:
+    def remote(
+        self, method: str, payload: Any, stream: bool, model_id: str | None = None
+    ) -> FakeResponse | FakeStream:
         response: FakeResponse | FakeStream
         if stream:
             response = FakeStream(
@@ -182,7 +185,7 @@ class FakeApplication:
             response = FakeResponse(
                 self.unary[method](payload), assigned=self.assigned, answers=self.answers
             )
-        self.calls.append(Call(method, payload, stream, response))
+        self.calls.append(Call(method, payload, stream, response, model_id))
         return response
 
     @property
@@ -196,20 +199,25 @@ class FakeMethod:
     app: FakeApplication
     name: str
     stream: bool
+    model_id: str | None = None
 
     def remote(self, payload: Any) -> FakeResponse | FakeStream:
-        return self.app.remote(self.name, payload, self.stream)
+        return self.app.remote(self.name, payload, self.stream, self.model_id)
 
 
 class FakeHandle:
-    def __init__(self, app: FakeApplication, stream: bool) -> None:
+    def __init__(self, app: FakeApplication, stream: bool, model_id: str | None = None) -> None:
         self._app = app
         self._stream = stream
+        self._model_id = model_id
+
+    def options(self, *, multiplexed_model_id: str) -> FakeHandle:
+        return FakeHandle(self._app, self._stream, multiplexed_model_id)
 
     def __getattr__(self, name: str) -> FakeMethod:
         if name.startswith("_"):
             raise AttributeError(name)
-        return FakeMethod(self._app, name, self._stream)
+        return FakeMethod(self._app, name, self._stream, self._model_id)
 
 
 class FakeServe:

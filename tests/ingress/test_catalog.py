@@ -1,10 +1,17 @@
 """Model addressing and catalog building, on controller details shaped as Serve's, the single-flight miss → refresh → retry, and the startup progress read beside it."""
 
 import asyncio
+import json
 
 import pytest
 
-from deployments.contract import MODEL_CARD_KEY, StartupProgress, progress_key
+from deployments.contract import (
+    ADAPTERS_KEY,
+    MODEL_CARD_ENV,
+    MODEL_CARD_KEY,
+    StartupProgress,
+    progress_key,
+)
 from ingress.catalog import Catalog, entries_from_details, progress_keys
 from tests.ingress.fakes import FakeController, app_details
 
@@ -298,3 +305,73 @@ async def test_a_failing_progress_read_does_not_fail_the_refresh():
     catalog = Catalog(fetch=FakeController({"a": _starting(pid=7)}), read_progress=read_progress)
     await catalog.refresh()
     assert catalog.resolve("m").status_message == "starting"
+
+
+def _lora_app(adapters, *, card_in_env=False, default=False):
+    app = _app("org/lora", "base", default=default)
+    config = app["deployments"]["LLM"]["deployment_config"]
+    card = config["user_config"][MODEL_CARD_KEY]
+    if card_in_env:  # a serve_config.yaml user_config override replaced the card
+        config["user_config"] = {}
+        config["ray_actor_options"] = {
+            "runtime_env": {"env_vars": {MODEL_CARD_ENV: json.dumps(card)}}
+        }
+    config["user_config"][ADAPTERS_KEY] = adapters
+    return app
+
+
+ADAPTERS = [
+    {"version": "support-v3", "source": "/a", "max_concurrent_requests": 2},
+    {"version": "sales", "source": "/b"},
+]
+
+
+def test_adapters_are_versions_of_their_application():
+    entries = entries_from_details({"applications": {"lora-1": _lora_app(ADAPTERS)}})
+    by_key = {e.key: e for e in entries}
+    assert set(by_key) == {"lora-1", "lora-1/support-v3", "lora-1/sales"}
+    own, shared = by_key["lora-1/support-v3"], by_key["lora-1/sales"]
+    assert own.deploy_id == shared.deploy_id == "lora-1"
+    assert own.card.version == "support-v3" and own.card.base_version == "base"
+    assert own.adapter is not None and own.adapter.source == "/a"
+    assert (own.limit_key, own.card.max_concurrent_requests) == ("lora-1/support-v3", 2)
+    assert shared.limit_key == "lora-1"  # shares the base's budget
+    assert by_key["lora-1"].adapter is None and by_key["lora-1"].card.base_version is None
+
+    c = Catalog(fetch=None)  # type: ignore[arg-type]
+    c.load(entries)
+    assert c.resolve("org/lora:sales") is shared
+    assert c.resolve("deploy_id:lora-1/support-v3") is own
+    assert c.resolve("deploy_id:lora-1") is by_key["lora-1"]
+    assert c.resolve("org/lora") is by_key["lora-1"]  # no adapter is the default
+    assert c.routable_ids(own) == ["org/lora:support-v3", "deploy_id:lora-1/support-v3"]
+
+
+def test_a_default_adapter_wins_the_plain_name_over_its_base():
+    adapters = [{"version": "tuned", "source": "/a", "default": True}]
+    c = Catalog(fetch=None)  # type: ignore[arg-type]
+    c.load(entries_from_details({"applications": {"l": _lora_app(adapters, default=True)}}))
+    found = c.resolve("org/lora")
+    assert found is not None and found.key == "l/tuned"
+    assert c.resolve("org/lora:base") is not None
+
+
+def test_the_card_survives_a_user_config_override():
+    entries = entries_from_details(
+        {"applications": {"l": _lora_app(ADAPTERS[1:], card_in_env=True)}}
+    )
+    assert [e.key for e in entries] == ["l", "l/sales"]
+
+
+def test_unreadable_or_clashing_adapters_are_left_out_alone():
+    adapters = [
+        {"version": "ok", "source": "/a"},
+        {"version": "ok", "source": "/b"},  # taken
+        {"version": "base", "source": "/c"},  # the base's own
+        {"version": "bad version", "source": "/d"},
+        {"source": "/e"},
+        "nonsense",
+    ]
+    entries = entries_from_details({"applications": {"l": _lora_app(adapters)}})
+    assert [e.key for e in entries] == ["l", "l/ok"]
+    assert entries[1].adapter is not None and entries[1].adapter.source == "/a"

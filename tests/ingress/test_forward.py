@@ -453,3 +453,33 @@ async def test_client_leaving_gives_the_key_slot_back():
         await task
     assert app.last.cancelled
     assert stack.forwarder.key_limiter.inflight("k1") == 0 == stack.inflight("llm-1")
+
+
+def _lora_stack(app: FakeApplication) -> Stack:
+    details = app_details("m", version="base", max_concurrent_requests=1)
+    details["deployments"]["Model"]["deployment_config"]["user_config"]["adapters"] = [
+        {"version": "shared", "source": "/s"},
+        {"version": "own", "source": "/o", "max_concurrent_requests": 1},
+    ]
+    return make_stack({"llm-1": details}, {"llm-1": app})
+
+
+async def test_an_adapter_goes_to_its_base_application_with_its_multiplexed_id():
+    stack = _lora_stack(llm_app("ok"))
+    await _call(stack, model="m:shared")
+    await _call(stack, model="m:base")
+    calls = stack.serve.apps["llm-1"].calls
+    shared = stack.catalog.resolve("m:shared")
+    assert shared is not None and shared.adapter is not None
+    assert [c.model_id for c in calls] == [shared.adapter.model_id, None]
+
+
+async def test_an_adapter_shares_its_bases_budget_unless_it_has_its_own():
+    stack = _lora_stack(llm_app("ok"))
+    held = await _open(stack)  # the base's one slot
+    with pytest.raises(OpenAIError) as caught:
+        await _call(stack, model="m:shared")
+    assert caught.value.status == 429
+    assert isinstance(await _call(stack, model="m:own"), GenerationResult)
+    held.close()
+    assert stack.inflight("llm-1") == 0 and stack.inflight("llm-1/own") == 0

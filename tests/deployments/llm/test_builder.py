@@ -44,3 +44,32 @@ def test_build_app_passes_the_engine_class():
 def test_invalid_args_fail_before_binding(bad):
     with pytest.raises(ValidationError):
         build_app(bad)
+
+
+LORA_ENGINE = {"engine_kwargs": {"max_model_len": 512, "enable_lora": True}}
+
+
+def test_adapters_in_args_are_published_as_live_settings():
+    adapters = [{"version": "a", "source": "/a"}, {"version": "b", "source": "/b", "default": True}]
+    deployment = build_app({**ARGS, "engine": LORA_ENGINE, "adapters": adapters})._bound_deployment
+    published = deployment.user_config["adapters"]
+    assert [(a["version"], a["default"]) for a in published] == [("a", False), ("b", True)]
+
+
+@pytest.mark.parametrize(
+    "engine, adapters, message",
+    [
+        (ARGS["engine"], [{"version": "a", "source": "/a"}], "enable_lora"),
+        (LORA_ENGINE, [{"version": "a", "source": "/a"}] * 2, "unique"),
+        (LORA_ENGINE, [{"version": "1", "source": "/a"}], "base model's own version"),
+        (
+            LORA_ENGINE,
+            [{"version": v, "source": "/a", "default": True} for v in "ab"],
+            "at most one",
+        ),
+        (LORA_ENGINE, [{"version": "a b", "source": "/a"}], "pattern"),
+    ],
+)
+def test_adapter_lists_that_cannot_be_served_fail_the_build(engine, adapters, message):
+    with pytest.raises(ValidationError, match=message):
+        build_app({**ARGS, "engine": engine, "adapters": adapters})

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from deployments.contract import (
+    AdapterSpec,
     ErrorInfo,
     GenerateRequest,
     GenerationChunk,
@@ -191,7 +192,7 @@ def test_mid_stream_engine_failure_ends_in_an_internal_error_without_internals(t
 
 class _RejectingEngine(FakeEngine):
     async def stream(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self, prompt_ids: list[int], params: Any, request_id: str, adapter: Any = None
     ) -> AsyncGenerator[FakeStep, None]:
         raise FakeClientError("temperature is out of range", parameter="temperature")
         yield  # an async generator that fails on first use
@@ -362,3 +363,31 @@ def test_chunks_are_held_only_under_load(tmp_path, monkeypatch, concurrent, held
     results = _run(tmp_path, body, stream_interval_ms=50, stream_hold_min_streams=2)
     assert all(len(items) == 4 for items in results)  # nothing lost either way
     assert bool(sleeps) is held and all(s == 0.05 for s in sleeps)
+
+
+def test_an_adapter_request_runs_on_its_adapter_and_a_broken_one_fails_alone(tmp_path):
+    good = tmp_path / "good-adapter"
+    broken = tmp_path / "corrupt-adapter"
+    good.mkdir()
+    broken.mkdir()
+    lora = {"engine": {"engine_kwargs": {"enable_lora": True, "max_loras": 1}}}
+
+    async def body(server: LLMServer, engine: Any) -> Any:
+        adapted = await server.complete(_chat(adapter=AdapterSpec(version="a", source=str(good))))
+        base = await server.complete(_chat())
+        failed = await server.complete(_chat(adapter=AdapterSpec(version="b", source=str(broken))))
+        return adapted, base, failed, engine
+
+    adapted, base, failed, engine = _run(tmp_path, body, **lora)
+    assert adapted.choices[0].text == "[a] Hello world!" and base.choices[0].text == "Hello world!"
+    assert engine.stream_adapters == ["a", None]
+    assert isinstance(failed, ErrorInfo)
+    assert (failed.kind, failed.code) == ("unavailable", "adapter_unavailable")
+    assert "'test/m:b' (a LoRA adapter) cannot be loaded: its files are not" in failed.message
+    assert str(broken) not in failed.message and "req-1" in failed.message
+
+
+def test_adapters_need_lora_on_the_engine(tmp_path):
+    spec = AdapterSpec(version="a", source=str(tmp_path))
+    failed = _run(tmp_path, lambda s, e: s.complete(_chat(adapter=spec)))
+    assert isinstance(failed, ErrorInfo) and "LoRA is not enabled" in failed.message
