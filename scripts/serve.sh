@@ -8,6 +8,7 @@
 #   RAY_PORT                    GCS port (default 6390)
 #   OPENAI_SERVE_RAY_TEMP_DIR   the head's Ray temp dir: logs, sockets, its address file
 #                               (default /tmp/openai-serve-ray-$UID)
+#   OPENAI_SERVE_DASHBOARD      0: start the head without Ray's dashboard (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${1:-serve_config.yaml}"
@@ -31,8 +32,32 @@ source scripts/ray_auth.sh
 # node address (the head and its clients must agree on it; see scripts/ray_head.sh).
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1 RAY_PORT="$PORT" \
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# Idle CPU (README "Idle CPU": each knob measured with bench/idle_cpu.py). Exported here,
+# so the head, every worker and `serve run` get them; only this one-node default: the
+# cluster configs (cluster/) keep Ray's and Serve's defaults. A value already in the
+# environment wins.
+# Serve controller's reconcile loop: every 1 s, not 0.1 s (it re-reads the node table from
+# the GCS each pass). Costs: replica start/stop/health steps are noticed up to 1 s later.
+export RAY_SERVE_CONTROL_LOOP_INTERVAL_S="${RAY_SERVE_CONTROL_LOOP_INTERVAL_S:-1}"
+# Every replica and handle refreshes Serve's gauges every 5 s, not 0.1 s. Costs: nothing
+# Prometheus sees beyond up to 5 s more staleness (Ray exports metrics every 10 s anyway).
+export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS="${RAY_SERVE_METRICS_EXPORT_INTERVAL_MS:-5000}"
+# Log monitor re-globs the log directory every 2 s, not every 0.1 s pass. Costs: the first
+# lines of a newly started worker reach this terminal up to 2 s later (none are lost).
+export RAY_LOG_MONITOR_MANY_FILES_THRESHOLD="${RAY_LOG_MONITOR_MANY_FILES_THRESHOLD:-0}" \
+    LOG_NAME_UPDATE_INTERVAL_S="${LOG_NAME_UPDATE_INTERVAL_S:-2}"
+# Dashboard agent samples node and worker stats every 15 s, not 5 s. Costs: coarser
+# ray_node_*/ray_component_* metrics and dashboard node view.
+export REPORTER_UPDATE_INTERVAL_MS="${REPORTER_UPDATE_INTERVAL_MS:-15000}"
+# Dashboard records its own metrics every 30 s, not 5 s. Costs: coarser dashboard metrics.
+export METRICS_RECORD_INTERVAL_S="${METRICS_RECORD_INTERVAL_S:-30}"
+# The dashboard (127.0.0.1:8265: web UI, `serve deploy`/`serve status`, jobs, `ray list`)
+# stays on; OPENAI_SERVE_DASHBOARD=0 starts the head without it (Ray then runs only a
+# minimal dashboard process; the metrics agent stays) and saves about 2 % of a core.
+DASHBOARD_ARGS=()
+if [ "${OPENAI_SERVE_DASHBOARD:-1}" = "0" ]; then DASHBOARD_ARGS=(--include-dashboard=false); fi
 set -m  # the head runs in its own process group, so one signal stops all it started
-scripts/ray_head.sh --temp-dir="$TEMP_DIR" >"$TEMP_DIR/head.log" 2>&1 &
+scripts/ray_head.sh --temp-dir="$TEMP_DIR" "${DASHBOARD_ARGS[@]}" >"$TEMP_DIR/head.log" 2>&1 &
 HEAD_PID=$!
 set +m
 ANNOUNCE_PID="" SERVE_PID=""
