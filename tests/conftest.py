@@ -20,6 +20,11 @@ os.environ.setdefault("VLLM_CACHE_ROOT", str(_RUN_DIR / "vllm-cache"))
 os.environ.setdefault("OPENAI_SERVE_CACHE", str(_RUN_DIR / "cache"))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+# The serving mode scripts/serve.sh runs by default (Ray Serve's throughput mode, and
+# a 1 s ingress drain instead of 30 s); RAY_SERVE_THROUGHPUT_OPTIMIZED=0 tests the
+# fallback.
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # Ray's token authentication stays on in tests too (never off, not even on loopback):
 # a token of this run's own, owner-only, handed to every Ray process through the
 # environment they inherit.
@@ -149,11 +154,21 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(str(resolve_model_source("fixture:tiny-llama?seed=0")))
 
 
-@pytest.fixture(scope="session")
-def tiny_app_handle(openai_stack):
+def driver_handle(app: str):
+    """A handle for this (synchronous) test process: its router in Serve's own thread,
+    also under RAY_SERVE_THROUGHPUT_OPTIMIZED=1, whose default router needs the caller's
+    event loop (replicas keep that mode; only the test driver's handles differ)."""
     from ray import serve
 
-    return serve.get_app_handle(TINY_APP)
+    handle = serve.get_app_handle(app)
+    if not handle.is_initialized:
+        handle._init(_run_router_in_separate_loop=True)
+    return handle
+
+
+@pytest.fixture(scope="session")
+def tiny_app_handle(openai_stack):
+    return driver_handle(TINY_APP)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import TINY_APP, TINY_MODEL, tiny_llm_args
+from tests.conftest import TINY_APP, TINY_MODEL, driver_handle, tiny_llm_args
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def storm_handle(openai_stack):
         "VLLM_CPU_OMP_THREADS_BIND": "1",  # the session engine has core 0
     }
     serve.run(build_app(args), name=STORM_APP, route_prefix=None)
-    yield serve.get_app_handle(STORM_APP)
+    yield driver_handle(STORM_APP)
     serve.delete(STORM_APP)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, TINY_MODEL
+from tests.conftest import TEST_ENGINE_ENV, TINY_MODEL, driver_handle
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def minilm(openai_stack):
         "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
     }
     serve.run(build_app(args), name=APP, route_prefix=None)
-    yield serve.get_app_handle(APP)
+    yield driver_handle(APP)
     serve.delete(APP)
 
 

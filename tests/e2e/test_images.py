@@ -14,7 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, driver_handle
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def image_app(openai_stack):
         name=IMAGE_APP,
         route_prefix=None,
     )
-    yield serve.get_app_handle(IMAGE_APP)
+    yield driver_handle(IMAGE_APP)
     serve.delete(IMAGE_APP)
 
 

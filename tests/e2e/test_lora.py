@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import tiny_llm_args
+from tests.conftest import driver_handle, tiny_llm_args
 
 pytestmark = pytest.mark.e2e
 
@@ -77,9 +77,8 @@ def _wait_running(timeout_s: float = 240) -> None:
 
 def _stats() -> dict[str, dict]:
     """Each replica's stats (by replica id): calls land on either replica at random."""
-    from ray import serve
 
-    handle = serve.get_app_handle(APP)
+    handle = driver_handle(APP)
     seen: dict[str, dict] = {}
     for _ in range(40):
         s = handle.stats.remote().result()
