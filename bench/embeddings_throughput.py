@@ -145,9 +145,10 @@ def start_stack() -> str:
 
 
 def batch_sizes(app: str) -> Counter[int]:
-    from ray import serve
 
-    return Counter(serve.get_app_handle(app).stats.remote().result()["batch_sizes"])
+    from servers import driver_handle
+
+    return Counter(driver_handle(app).stats.remote().result()["batch_sizes"])
 
 
 def main() -> None:

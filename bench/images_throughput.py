@@ -62,7 +62,9 @@ def start_local(
         route_prefix=None,
     )
     serve.run(build_ingress({"catalog_refresh_s": 0.5}), name="openai", route_prefix="/")
-    return f"http://127.0.0.1:{port}/v1/openai", serve.get_app_handle(IMAGE_APP)
+    from servers import driver_handle
+
+    return f"http://127.0.0.1:{port}/v1/openai", driver_handle(IMAGE_APP)
 
 
 def run_level(base_url: str, model: str | None, size: str, clients: int, requests: int) -> dict:

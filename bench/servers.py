@@ -69,6 +69,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def driver_handle(app: str):
+    """A Serve handle for a synchronous script: its router in Serve's own thread, also
+    where RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (whose default router needs the caller's
+    event loop)."""
+    from ray import serve
+
+    handle = serve.get_app_handle(app)
+    if not handle.is_initialized:
+        handle._init(_run_router_in_separate_loop=True)
+    return handle
+
+
 def start_local_serve(num_cpus: int = 4) -> int:
     """A new local Ray for the in-process benchmarks (token auth on, loopback, no
     dashboard, replica logs kept in Ray's files so stdout is the report) and Serve's
