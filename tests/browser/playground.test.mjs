@@ -199,7 +199,9 @@ test("stop", async () => {
   await page.fill('#chat-form [name="message"]', "Tell me a long story.");
   await page.click('#chat-form [data-role="send"]');
   const answer = page.locator(".msg.assistant .text").last();
-  await page.waitForFunction(() => document.querySelector(".msg.assistant .text")?.textContent.length > 0);
+  // Some tokens in (not just the first): the Python side samples the engine's count of
+  // requests every 50 ms and must see this one running before Stop.
+  await page.waitForFunction(() => document.querySelector(".msg.assistant .text")?.textContent.length > 200);
   assert.equal(await page.isEnabled('#chat-form [data-role="stop"]'), true);
   const stoppedAt = Date.now();
   await page.click('#chat-form [data-role="stop"]');

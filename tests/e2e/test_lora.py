@@ -111,10 +111,16 @@ def lora_app(openai_stack, tmp_path_factory):
     _deploy(_config(_adapters(corrupt)))
     _wait_running()
     deadline = time.monotonic() + 30  # the ingress's catalog refresh
-    while f"{MODEL}:a1" not in _model_ids(openai_stack) and time.monotonic() < deadline:
+    while _status(openai_stack, f"{MODEL}:a1") != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.2)
     yield corrupt
     serve.delete(APP)
+
+
+def _status(base: str, model: str) -> str | None:
+    """The model's status in /models (listed as soon as deployed, RUNNING later)."""
+    found = httpx.get(f"{base}/models/{model}")
+    return found.json().get("status") if found.status_code == 200 else None
 
 
 def _model_ids(base: str) -> set[str]:
