@@ -352,8 +352,10 @@ def ratio_lines(servers: list[dict]) -> list[str]:
             (lv["mode"], lv["concurrency"]): lv for lv in s["levels"]
         }
     rounds = sorted({r for _, r in by})
-    bases = [b for b in ("vllm", "rayllm") if any(k[0] == b for k in by)]
-    ours_kinds = [o for o in ("ours", *VARIANTS) if any(k[0] == o for k in by)]
+    baselines = ["vllm", "rayllm", *(v for v, (app, _) in VARIANTS.items() if app != "ours")]
+    bases = [b for b in baselines if any(k[0] == b for k in by)]
+    ours = ["ours", *(v for v, (app, _) in VARIANTS.items() if app == "ours")]
+    ours_kinds = [o for o in ours if any(k[0] == o for k in by)]
     if not bases or not ours_kinds:
         return []
     lines = [

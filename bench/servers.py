@@ -2,6 +2,7 @@
 
     vllm    python -m vllm.entrypoints.openai.api_server (what `vllm serve` runs)
     rayllm  Ray Serve LLM: ray.serve.llm:build_openai_app, by `serve run CONFIG`
+            (`rayllm-fast`: the same in its high-throughput mode, RAYLLM_FAST_ENV)
     ours    this project: ingress + deployments.llm app, by `serve run CONFIG`
 
 All three load the same model directory with the same engine kwargs and the same
@@ -17,6 +18,7 @@ kills those by pid.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,9 +45,18 @@ OURS_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }
+# Ray Serve LLM in its documented high-throughput mode: HAProxy, Serve's throughput
+# mode and direct streaming (the LLM server is the ingress; HAProxy asks its request
+# router which replica takes a request, then the replica answers the client itself).
+RAYLLM_FAST_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+}
 VARIANTS = {
     "ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
     "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
+    "rayllm-fast": ("rayllm", RAYLLM_FAST_ENV),
 }
 MARKER = "LLM_BENCH_RUN"
 
@@ -64,9 +75,17 @@ def ray_auth_env() -> dict[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port in 20000-29999, a range no Ray part draws from (workers take
+    10002-19999, Serve's direct ingress 30000-31000, the rest the kernel's ephemeral ports),
+    so nothing Ray starts later can take it first."""
+    for port in random.sample(range(20000, 30000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 def driver_handle(app: str):
@@ -137,7 +156,7 @@ def _cli_flags(kwargs: dict) -> list[str]:
     return flags
 
 
-def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
+def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool, direct: bool) -> dict:
     llm_config = {
         "model_loading_config": {"model_id": model.name, "model_source": str(model.path)},
         "engine_kwargs": dict(model.engine_kwargs),
@@ -146,6 +165,12 @@ def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
     }
     if not gpu:
         llm_config["accelerator_config"] = {"kind": "cpu"}  # else it asks for a GPU
+    # The model replica's placement group takes the node's CPUs on a small machine; the
+    # ingress holds no model and must schedule regardless. Direct streaming has no
+    # ingress of its own (the LLM server is it) and refuses this setting.
+    ingress = (
+        {} if direct else {"ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}}
+    )
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -154,12 +179,7 @@ def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool) -> dict:
                 "name": "rayllm",
                 "route_prefix": "/",
                 "import_path": "ray.serve.llm:build_openai_app",
-                # The model replica's placement group takes the node's CPUs on a small
-                # machine; the ingress holds no model and must schedule regardless.
-                "args": {
-                    "llm_configs": [llm_config],
-                    "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},
-                },
+                "args": {"llm_configs": [llm_config], **ingress},
             }
         ],
     }
@@ -329,7 +349,8 @@ class Server:
         config = self.workdir / "serve_config.yaml"
         env = engine_env(self.model, self.threads_bind)
         if self.app == "rayllm":
-            serve_config = _rayllm_config(self.model, self.port, env, self.gpu)
+            direct = self.extra_env.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1"
+            serve_config = _rayllm_config(self.model, self.port, env, self.gpu, direct)
         else:
             serve_config = _ours_config(self.model, self.port, env, self.gpu, self.app_args)
         config.write_text(yaml.safe_dump(serve_config))

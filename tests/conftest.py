@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+from servers import free_port  # bench/, on pytest's pythonpath
 
 # Set before Ray or vLLM is imported anywhere in this process tree: workers and
 # replicas inherit the environment of the driver.
@@ -73,10 +73,10 @@ def tiny_llm_args(model: str = TINY_MODEL, version: str = "1", seed: int = 0, **
     return args
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A free loopback port in a range no Ray part draws from (bench/servers.py says which):
+# one the kernel hands out could be handed to a Ray part before our proxy binds it (a CI
+# run lost `serve run` to exactly that).
+_free_port = free_port
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +152,16 @@ def tiny_tokenizer():
     from deployments.models.sources import resolve_model_source
 
     return AutoTokenizer.from_pretrained(str(resolve_model_source("fixture:tiny-llama?seed=0")))
+
+
+def delete_app(name: str) -> None:
+    """A module's teardown of its application: Serve deletes it in the background. Its
+    replicas' graceful stop (seconds each: draining, the engine's shutdown) then overlaps
+    the next module's work instead of adding to the suite's time; no later module
+    deploys an application of the same name."""
+    from ray import serve
+
+    serve.delete(name, _blocking=False)
 
 
 def driver_handle(app: str):

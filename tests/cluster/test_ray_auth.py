@@ -11,7 +11,6 @@ import os
 import pkgutil
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from tests.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_SCRIPT = ROOT / "scripts" / "ray_head.sh"
@@ -32,12 +33,6 @@ CONNECT = (
     "    print('REFUSED', type(e).__name__); sys.exit(3)\n"
     "print('CONNECTED', int(ray.cluster_resources().get('CPU', 0)))\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env_without_ray_auth(home: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, delete_app
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
@@ -302,7 +302,7 @@ def secure_base(openai_stack) -> Iterator[str]:
         route_prefix="/attack-secure",
     )
     yield openai_stack.replace("/v1/openai", "/attack-secure/v1/openai")
-    serve.delete("openai-attack-secure")
+    delete_app("openai-attack-secure")
 
 
 def _send(base: str, attack: Attack) -> tuple[int, bytes]:

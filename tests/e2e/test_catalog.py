@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TINY_MODEL, tiny_llm_args
+from tests.conftest import TINY_MODEL, delete_app, tiny_llm_args
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +58,7 @@ def scale_from_zero_app(openai_stack):
     }
     serve.run(build_app(args), name="tiny-llama-v2", route_prefix=None)
     yield "tiny-llama-v2"
-    serve.delete("tiny-llama-v2")
+    delete_app("tiny-llama-v2")
 
 
 def test_scale_from_zero_and_version_addressing(client, openai_stack, scale_from_zero_app):

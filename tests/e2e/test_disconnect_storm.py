@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import TINY_APP, TINY_MODEL, driver_handle, tiny_llm_args
+from tests.conftest import TINY_APP, TINY_MODEL, delete_app, driver_handle, tiny_llm_args
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def storm_handle(openai_stack):
     }
     serve.run(build_app(args), name=STORM_APP, route_prefix=None)
     yield driver_handle(STORM_APP)
-    serve.delete(STORM_APP)
+    delete_app(STORM_APP)
 
 
 def _unfinished(handle) -> int:

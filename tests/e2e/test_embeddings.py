@@ -13,12 +13,11 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, TINY_MODEL, driver_handle
+from tests.conftest import TINY_MODEL
+from tests.e2e.conftest import EMBEDDINGS_MODEL as MODEL
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-APP = "minilm"
 SENTENCES = [
     "A cat sits on the mat.",
     "A kitten is playing with yarn.",
@@ -27,23 +26,9 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def minilm(openai_stack):
-    """The MiniLM application, deployed once for this module; yields its handle."""
-    from ray import serve
-
-    from deployments.embeddings.builder import build_app
-
-    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
-    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
-    args = {
-        "model": MODEL,
-        "model_source": "package:all-minilm-l6-v2",
-        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
-    }
-    serve.run(build_app(args), name=APP, route_prefix=None)
-    yield driver_handle(APP)
-    serve.delete(APP)
+def minilm(minilm_app):
+    """The session's MiniLM application (tests/e2e/conftest.py): its handle."""
+    return minilm_app
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import delete_app
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,7 @@ def faulty_app(openai_stack):
     )
     serve.run(app, name="faulty", route_prefix=None)
     yield
-    serve.delete("faulty")
+    delete_app("faulty")
 
 
 def test_mid_stream_failure_is_an_sse_error_event(openai_stack, client, faulty_app):

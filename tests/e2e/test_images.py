@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,46 +13,19 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_MODEL, driver_handle
+from tests.conftest import TINY_MODEL
+from tests.e2e.conftest import IMAGE_MODEL
 
 pytestmark = pytest.mark.e2e
 
-IMAGE_MODEL = "openai-serve/tiny-flux-random"
-IMAGE_APP = "tiny-flux"
 PROMPT = "A photo of an astronaut riding a horse on Mars."
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
 
 
 @pytest.fixture(scope="module")
-def image_app(openai_stack):
-    """The tiny FLUX application, deployed once for this module (the default image
-    model: requests without `model` reach it)."""
-    from ray import serve
-
-    from deployments.images.builder import build_app
-
-    env = {"HF_HUB_OFFLINE": "1", "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"]}
-    serve.run(
-        build_app(
-            {
-                "model": IMAGE_MODEL,
-                "default": True,
-                "owned_by": "openai-serve (random weights; images are noise)",
-                "model_source": "fixture:tiny-flux",
-                "engine": {"call_kwargs": {"max_sequence_length": 64}},
-                # A wider window than the default, so concurrent test requests that cross a
-                # busy 2-core machine still meet in one batch.
-                "batching": {"max_batch_images": 8, "batch_wait_timeout_s": 0.2},
-                "deployment": {
-                    "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}
-                },
-            }
-        ),
-        name=IMAGE_APP,
-        route_prefix=None,
-    )
-    yield driver_handle(IMAGE_APP)
-    serve.delete(IMAGE_APP)
+def image_app(flux_app):
+    """The session's tiny FLUX application (tests/e2e/conftest.py): its handle."""
+    return flux_app
 
 
 def _decode(item) -> bytes:

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import driver_handle, tiny_llm_args
+from tests.conftest import delete_app, driver_handle, tiny_llm_args
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,6 @@ def _greedy(client, model: str) -> str:
 
 @pytest.fixture(scope="module")
 def lora_app(openai_stack, tmp_path_factory):
-    from ray import serve
 
     corrupt = tmp_path_factory.mktemp("corrupt-adapter")
     (corrupt / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8')  # cut short
@@ -114,7 +113,7 @@ def lora_app(openai_stack, tmp_path_factory):
     while _status(openai_stack, f"{MODEL}:a1") != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.2)
     yield corrupt
-    serve.delete(APP)
+    delete_app(APP)
 
 
 def _status(base: str, model: str) -> str | None:

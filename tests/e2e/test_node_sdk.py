@@ -12,54 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, TINY_MODEL
+from tests.conftest import TINY_MODEL
+from tests.e2e.conftest import EMBEDDINGS_MODEL as EMBEDDING_MODEL
+from tests.e2e.conftest import IMAGE_MODEL
 
 pytestmark = pytest.mark.e2e
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
-EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDING_APP = "node-minilm"
-IMAGE_MODEL = "openai-serve/tiny-flux-random"
-IMAGE_APP = "node-tiny-flux"
 
 
 @pytest.fixture(scope="module")
-def other_models(openai_stack):
-    """MiniLM embeddings and the tiny FLUX pipeline, deployed once for this module
-    (as in test_embeddings.py and test_images.py)."""
-    from ray import serve
-    from ray.serve.api import RunTarget
-
-    from deployments.embeddings.builder import build_app as build_embeddings
-    from deployments.images.builder import build_app as build_images
-
-    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
-    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
-    embeddings = {
-        "model": EMBEDDING_MODEL,
-        "model_source": "package:all-minilm-l6-v2",
-        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
-    }
-    image_env = {"HF_HUB_OFFLINE": "1", "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"]}
-    images = {
-        "model": IMAGE_MODEL,
-        "model_source": "fixture:tiny-flux",
-        "engine": {"call_kwargs": {"max_sequence_length": 64}},
-        "deployment": {
-            "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": image_env}}
-        },
-    }
-    # Both at once: their replicas start side by side instead of one after the other.
-    serve.run_many(
-        [
-            RunTarget(target=build_embeddings(embeddings), name=EMBEDDING_APP, route_prefix=None),
-            RunTarget(target=build_images(images), name=IMAGE_APP, route_prefix=None),
-        ]
-    )
-    yield
-    serve.delete(EMBEDDING_APP)
-    serve.delete(IMAGE_APP)
+def other_models(minilm_app, flux_app):
+    """MiniLM embeddings and the tiny FLUX pipeline: the session's (tests/e2e/conftest.py)."""
 
 
 def _unfinished(handle) -> int:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, TINY_MODEL
+from tests.conftest import TINY_MODEL, delete_app
+from tests.e2e.conftest import EMBEDDINGS_MODEL, IMAGE_MODEL
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BROWSER_TESTS = ROOT / "tests" / "browser"
 SCRIPT = BROWSER_TESTS / "playground.test.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-EMBEDDINGS_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDINGS_APP = "playground-minilm"
-IMAGE_MODEL = "openai-serve/tiny-flux-random"
-IMAGE_APP = "playground-flux"
 SECURE_PREFIX = "/pg-secure"
 KEY = "sk-playground-test"
 
@@ -64,42 +61,15 @@ def page(openai_stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def minilm(openai_stack):
-    """MiniLM embeddings, as tests/e2e/test_embeddings.py deploys it."""
-    from ray import serve
-
-    from deployments.embeddings.builder import build_app
-
-    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
-    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
-    args = {
-        "model": EMBEDDINGS_MODEL,
-        "model_source": "package:all-minilm-l6-v2",
-        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
-    }
-    serve.run(build_app(args), name=EMBEDDINGS_APP, route_prefix=None)
-    yield EMBEDDINGS_MODEL
-    serve.delete(EMBEDDINGS_APP)
+def minilm(minilm_app) -> str:
+    """MiniLM embeddings, the session's (tests/e2e/conftest.py): its model name."""
+    return EMBEDDINGS_MODEL
 
 
 @pytest.fixture(scope="module")
-def image_model(openai_stack):
-    """The tiny random FLUX pipeline, as tests/e2e/test_images.py deploys it."""
-    from ray import serve
-
-    from deployments.images.builder import build_app
-
-    env = {"HF_HUB_OFFLINE": "1", "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"]}
-    args = {
-        "model": IMAGE_MODEL,
-        "model_source": "fixture:tiny-flux",
-        "engine": {"call_kwargs": {"max_sequence_length": 64}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
-    }
-    serve.run(build_app(args), name=IMAGE_APP, route_prefix=None)
-    yield IMAGE_MODEL
-    serve.delete(IMAGE_APP)
+def image_model(flux_app) -> str:
+    """The tiny random FLUX pipeline, the session's (tests/e2e/conftest.py): its name."""
+    return IMAGE_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +89,7 @@ def secure_page(openai_stack):
     serve.run(build_app(args), name="openai-playground-secure", route_prefix=SECURE_PREFIX)
     # Without the trailing slash: the ingress redirects to it (the page's URLs are relative).
     yield openai_stack.replace("/v1/openai", SECURE_PREFIX)
-    serve.delete("openai-playground-secure")
+    delete_app("openai-playground-secure")
 
 
 def _command(node: str, scenario: str) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TINY_APP, TINY_MODEL, tiny_llm_args
+from tests.conftest import TINY_APP, TINY_MODEL, delete_app, tiny_llm_args
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ def secure_base(openai_stack):
         route_prefix="/secure",
     )
     yield openai_stack.replace("/v1/openai", "/secure/v1/openai")
-    serve.delete("openai-secure")
+    delete_app("openai-secure")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def limited_app(openai_stack):
     }  # the session engine has core 0
     serve.run(build_app(args), name=LIMITED_APP, route_prefix=None)
     yield
-    serve.delete(LIMITED_APP)
+    delete_app(LIMITED_APP)
 
 
 # --- API keys --------------------------------------------------------------------
@@ -204,7 +204,7 @@ def queued_app(openai_stack):
     )
     serve.run(app, name="queued", route_prefix=None)
     yield
-    serve.delete("queued")
+    delete_app("queued")
 
 
 def test_full_serve_queue_is_a_shaped_429(openai_stack, queued_app):
@@ -369,7 +369,7 @@ def mp_app(openai_stack):
     }
     serve.run(build_app(args), name=MP_APP, route_prefix=None)
     yield
-    serve.delete(MP_APP)
+    delete_app(MP_APP)
 
 
 def test_dead_engine_core_marks_replica_unhealthy(openai_stack, mp_app):

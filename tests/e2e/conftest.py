@@ -1,0 +1,78 @@
+"""The e2e modules' shared non-LLM applications: MiniLM embeddings and the tiny FLUX
+pipeline, each deployed once for the whole session on first use (by test_embeddings,
+test_images, test_node_sdk and test_playground) and left to the session's Serve
+shutdown. One engine start each instead of three: on the 2-core CI machine that is
+about a minute of `.ci/run`. The modules that use them run last, so that the two idle
+replicas (a few % of a core each) stay up no longer than needed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import TEST_ENGINE_ENV, driver_handle
+
+EMBEDDINGS_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDINGS_APP = "minilm"
+IMAGE_MODEL = "openai-serve/tiny-flux-random"
+IMAGE_APP = "tiny-flux"
+_SHARED = {"minilm_app", "flux_app"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Moves every module that uses a shared app to the end, each module kept whole
+    (split, its module-scoped fixtures would be set up twice) and in its own order."""
+    users = {item.module for item in items if _SHARED & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: item.module in users)  # stable: order kept otherwise
+
+
+@pytest.fixture(scope="session")
+def minilm_app(openai_stack):
+    """The MiniLM application; yields its handle (for the engine's stats)."""
+    from ray import serve
+
+    from deployments.embeddings.builder import build_app
+
+    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
+    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
+    args = {
+        "model": EMBEDDINGS_MODEL,
+        "model_source": "package:all-minilm-l6-v2",
+        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
+        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
+    }
+    serve.run(build_app(args), name=EMBEDDINGS_APP, route_prefix=None)
+    return driver_handle(EMBEDDINGS_APP)
+
+
+@pytest.fixture(scope="session")
+def flux_app(openai_stack):
+    """The tiny FLUX application, the default image model (requests without `model`
+    reach it); yields its handle."""
+    from ray import serve
+
+    from deployments.images.builder import build_app
+
+    env = {"HF_HUB_OFFLINE": "1", "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"]}
+    serve.run(
+        build_app(
+            {
+                "model": IMAGE_MODEL,
+                "default": True,
+                "owned_by": "openai-serve (random weights; images are noise)",
+                "model_source": "fixture:tiny-flux",
+                "engine": {"call_kwargs": {"max_sequence_length": 64}},
+                # A wider window than the default, so concurrent test requests that cross a
+                # busy 2-core machine still meet in one batch.
+                "batching": {"max_batch_images": 8, "batch_wait_timeout_s": 0.2},
+                "deployment": {
+                    "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+                },
+            }
+        ),
+        name=IMAGE_APP,
+        route_prefix=None,
+    )
+    return driver_handle(IMAGE_APP)
