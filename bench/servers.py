@@ -53,8 +53,17 @@ RAYLLM_FAST_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
 }
+# Ray Serve's HAProxy ingress as scripts/serve.sh runs it: through
+# scripts/haproxy_guard.py (listeners on the API's own address, owner-only admin socket,
+# OpenAI-shaped errors), with a 64 KB buffer so header sets up to the ingress's own limit
+# (32 KB) reach the ingress and get its 431.
+HAPROXY_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_BINARY_PATH": str(REPO / "scripts" / "haproxy_guard.py"),
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "65536",
+}
 VARIANTS = {
-    "ours-ha": ("ours", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    "ours-ha": ("ours", HAPROXY_ENV),
     "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
     "rayllm-fast": ("rayllm", RAYLLM_FAST_ENV),
 }

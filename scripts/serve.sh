@@ -11,6 +11,9 @@
 #   OPENAI_SERVE_DASHBOARD      0: start the head without Ray's dashboard (default 1)
 #   OPENAI_SERVE_THROUGHPUT     0: Serve's classic data plane instead of its throughput
 #                               mode (default 1; README "Ray Serve's throughput mode")
+#   OPENAI_SERVE_HAPROXY        1: Ray Serve's HAProxy in front of the ingress instead of
+#                               its Python proxy, closed by scripts/haproxy_guard.py
+#                               (default 0; README "HAProxy in front")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${1:-serve_config.yaml}"
@@ -42,6 +45,17 @@ export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1 RAY_POR
 if [ "${OPENAI_SERVE_THROUGHPUT:-1}" = "1" ]; then
     export RAY_SERVE_THROUGHPUT_OPTIMIZED="${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}" \
         RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="${RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S:-1}"
+fi
+# HAProxy in front (README "HAProxy in front"): Ray Serve runs HAProxy through
+# scripts/haproxy_guard.py, which binds its stats and Prometheus listeners on the API's
+# address (Ray's config has them on every interface), makes its admin socket owner-only
+# and its "no replica" answers OpenAI-shaped. 64 KB buffer: header sets up to the
+# ingress's own limit (32 KB) reach the ingress and get its 431. Same as bench/servers.py
+# HAPROXY_ENV.
+if [ "${OPENAI_SERVE_HAPROXY:-0}" = "1" ]; then
+    export RAY_SERVE_ENABLE_HA_PROXY=1 \
+        RAY_SERVE_HAPROXY_BINARY_PATH="$PWD/scripts/haproxy_guard.py" \
+        RAY_SERVE_HAPROXY_TUNE_BUFSIZE="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-65536}"
 fi
 # Idle CPU (README "Idle CPU": each knob measured with bench/idle_cpu.py). Exported here,
 # so the head, every worker and `serve run` get them; only this one-node default: the

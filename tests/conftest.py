@@ -9,7 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from servers import free_port  # bench/, on pytest's pythonpath
+
+# free_port: a loopback port in a range no Ray part draws from (bench/servers.py says
+# which); one the kernel hands out could go to a Ray part before our proxy binds it (a CI
+# run lost `serve run` to exactly that).
+from servers import HAPROXY_ENV, free_port  # bench/, on pytest's pythonpath
 
 # Set before Ray or vLLM is imported anywhere in this process tree: workers and
 # replicas inherit the environment of the driver.
@@ -25,6 +29,16 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 # fallback.
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+# OPENAI_SERVE_HAPROXY=1 runs the tests behind Ray Serve's HAProxy ingress, closed by
+# scripts/haproxy_guard.py, as scripts/serve.sh runs it with the same switch (README
+# "HAProxy in front"); its stats and Prometheus ports are this run's own, so a stack
+# already running on this machine keeps 8404/9101.
+if os.environ.get("OPENAI_SERVE_HAPROXY") == "1":
+    for _name, _value in HAPROXY_ENV.items():
+        os.environ.setdefault(_name, _value)
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+BEHIND_HAPROXY = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 # Ray's token authentication stays on in tests too (never off, not even on loopback):
 # a token of this run's own, owner-only, handed to every Ray process through the
 # environment they inherit.
@@ -73,19 +87,13 @@ def tiny_llm_args(model: str = TINY_MODEL, version: str = "1", seed: int = 0, **
     return args
 
 
-# A free loopback port in a range no Ray part draws from (bench/servers.py says which):
-# one the kernel hands out could be handed to a Ray part before our proxy binds it (a CI
-# run lost `serve run` to exactly that).
-_free_port = free_port
-
-
 @pytest.fixture(scope="session")
 def ray_serve():
     """A real Ray instance with Serve's HTTP proxy on a free loopback port."""
     import ray
     from ray import serve
 
-    metrics_port = _free_port()
+    metrics_port = free_port()
     os.environ["OPENAI_SERVE_TEST_METRICS_PORT"] = str(metrics_port)
     # "local": a new instance, even where a stale /tmp/ray/ray_current_cluster names one.
     ray.init(
@@ -98,7 +106,7 @@ def ray_serve():
         _metrics_export_port=metrics_port,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
     )
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

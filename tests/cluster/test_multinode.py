@@ -26,11 +26,11 @@ import httpx
 import openai
 import pytest
 import yaml
+from servers import free_port  # bench/, on pytest's pythonpath
 
 from cluster import generate
 from cluster.generate import SERVE_HEALTH_PATH
 from tests.cluster.conftest import REPORT
-from tests.conftest import _free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -202,12 +202,12 @@ def cluster():
     env = {
         **os.environ,
         "CLUSTER_DIR": str(state),
-        "RAY_PORT": str(_free_port()),
-        "DASHBOARD_PORT": str(_free_port()),
+        "RAY_PORT": str(free_port()),
+        "DASHBOARD_PORT": str(free_port()),
         "NODE_CPUS": "2",
     }
     config = yaml.safe_load(LOCAL_CONFIG.read_text())
-    config["http_options"]["port"] = _free_port()
+    config["http_options"]["port"] = free_port()
     c = LocalCluster(state, env, config)
     t0 = time.monotonic()
     try:

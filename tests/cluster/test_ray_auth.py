@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
-from tests.conftest import _free_port
+from servers import free_port  # bench/, on pytest's pythonpath
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_SCRIPT = ROOT / "scripts" / "ray_head.sh"
@@ -47,7 +46,7 @@ def head():
     """A one-node head from scripts/ray_head.sh, with a token file of its own."""
     state = Path(tempfile.mkdtemp(prefix="osa-", dir="/tmp"))  # short: unix sockets
     token = state / "token"
-    port, dashboard_port = _free_port(), _free_port()
+    port, dashboard_port = free_port(), free_port()
     env = {
         **os.environ,
         "RAY_AUTH_TOKEN_PATH": str(token),
@@ -97,12 +96,52 @@ def head():
 
 
 def _connect(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", CONNECT, address],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    return _connect_all({"one": env}, address)["one"]
+
+
+def _connect_all(
+    envs: dict[str, dict[str, str]], address: str
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Runs one client per environment, all at once: a refused client waits ~20 s for
+    Ray's client to give up, so the refusals run side by side rather than in turn."""
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", CONNECT, address],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, env in envs.items()
+    }
+    done = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+@pytest.fixture(scope="module")
+def refused(head, tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """A client with no token and one with a wrong token, run side by side."""
+    home = tmp_path_factory.mktemp("client-home")
+    wrong = home / "wrong"
+    wrong.write_text("0" * 64)
+    without = _env_without_ray_auth(home)
+    return _connect_all(
+        {
+            "no token": without,
+            "wrong token": {
+                **without,
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(wrong),
+            },
+        },
+        head["address"],
     )
 
 
@@ -111,21 +150,14 @@ def test_token_file_is_owner_only(head):
     assert len(head["token"].read_text().strip()) >= 32
 
 
-def test_client_without_token_is_refused(head, tmp_path):
-    p = _connect(_env_without_ray_auth(tmp_path), head["address"])
+def test_client_without_token_is_refused(refused):
+    p = refused["no token"]
     assert p.returncode == 3 and "REFUSED" in p.stdout, p.stdout + p.stderr[-2000:]
     assert "Authentication token is missing or incorrect" in p.stderr
 
 
-def test_client_with_wrong_token_is_refused(head, tmp_path):
-    wrong = tmp_path / "wrong"
-    wrong.write_text("0" * 64)
-    env = {
-        **_env_without_ray_auth(tmp_path),
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(wrong),
-    }
-    p = _connect(env, head["address"])
+def test_client_with_wrong_token_is_refused(refused):
+    p = refused["wrong token"]
     assert p.returncode == 3 and "REFUSED" in p.stdout, p.stdout + p.stderr[-2000:]
 
 

@@ -31,9 +31,9 @@ import openai
 import psutil
 import pytest
 import yaml
+from servers import free_port  # bench/, on pytest's pythonpath
 
 from tests.cluster.conftest import REPORT
-from tests.conftest import _free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -84,7 +84,7 @@ def _config_on_free_port(state: Path) -> tuple[Path, int]:
     (the only change)."""
     if _port_free(8000):
         return CONFIG, 8000
-    port = _free_port()
+    port = free_port()
     text = CONFIG.read_text()
     assert text.count("  port: 8000\n") == 1
     copy = state / "serve_config.yaml"
@@ -276,10 +276,10 @@ applications:
 def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
     state = Path(tempfile.mkdtemp(prefix="oss-", dir="/tmp"))
     try:
-        port = _free_port()
+        port = free_port()
         config = state / "config.yaml"
         config.write_text(INGRESS_ONLY.format(port=port))
-        env = {**os.environ, "RAY_TMPDIR": str(state), "RAY_PORT": str(_free_port())}
+        env = {**os.environ, "RAY_TMPDIR": str(state), "RAY_PORT": str(free_port())}
         env["OPENAI_SERVE_RAY_TEMP_DIR"] = str(state / "head")
         # What an older serve.sh left behind: dropped, since it names our head's address.
         default_file = state / "ray" / "ray_current_cluster"

@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def minilm_app(openai_stack):
-    """The MiniLM application; yields its handle (for the engine's stats)."""
+    """The MiniLM application; returns its handle (for the engine's stats)."""
     from ray import serve
 
     from deployments.embeddings.builder import build_app
@@ -50,7 +50,7 @@ def minilm_app(openai_stack):
 @pytest.fixture(scope="session")
 def flux_app(openai_stack):
     """The tiny FLUX application, the default image model (requests without `model`
-    reach it); yields its handle."""
+    reach it); returns its handle."""
     from ray import serve
 
     from deployments.images.builder import build_app

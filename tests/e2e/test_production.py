@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TINY_APP, TINY_MODEL, delete_app, tiny_llm_args
+from tests.conftest import BEHIND_HAPROXY, TINY_APP, TINY_MODEL, delete_app, tiny_llm_args
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
@@ -230,11 +230,18 @@ def test_full_serve_queue_is_a_shaped_429(openai_stack, queued_app):
 
 
 def test_oversized_headers_are_refused_not_hung(openai_stack):
-    r = httpx.get(f"{openai_stack}/models", headers={"x-big": "a" * 200_000}, timeout=30)
-    assert r.status_code == 431
-    assert r.json()["error"]["code"] == "request_header_fields_too_large"
+    huge = {"x-big": "a" * 200_000}
     many = {f"x-h{i}": "v" for i in range(150)}
-    assert httpx.get(f"{openai_stack}/models", headers=many, timeout=30).status_code == 431
+    for headers in (huge, many):
+        r = httpx.get(f"{openai_stack}/models", headers=headers, timeout=30)
+        if BEHIND_HAPROXY:  # HAProxy refuses them itself (its buffer, 101 fields)
+            assert r.status_code == 400, r.text[:300]
+        else:
+            assert r.status_code == 431
+            assert r.json()["error"]["code"] == "request_header_fields_too_large"
+    # Within HAProxy's bounds, over the ingress's (32 KB): the ingress's 431 either way.
+    r = httpx.get(f"{openai_stack}/models", headers={"x-big": "a" * 40_000}, timeout=30)
+    assert (r.status_code, r.json()["error"]["code"]) == (431, "request_header_fields_too_large")
     assert httpx.get(f"{openai_stack}/models", timeout=30).status_code == 200
 
 
