@@ -18,8 +18,8 @@ Pointed at this script, Ray gets the same HAProxy with the config rewritten firs
     (not HTTP, headers over its buffer or over 101 fields) stays HAProxy's HTML page:
     HAProxy 2.8 takes no errorfile for those (tried in the defaults and the frontend).
 
-It then execs the real binary in its own process (the pid Ray signals for reloads stays
-the same) on the rewritten copy. Where the API is not on every interface and a listener
+It then execs the real binary on the rewritten copy, in this same process (so the pid Ray
+signals for reloads is HAProxy's). Where the API is not on every interface and a listener
 still is after the rewrite (a new Ray template), it refuses to start (exit 78): closed
 rather than quietly open. Standard library only: Ray runs it as an executable.
 
