@@ -65,6 +65,9 @@ HAPROXY_ENV = {
 VARIANTS = {
     "ours-ha": ("ours", HAPROXY_ENV),
     "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
+    # The stream channel off: every chunk a Serve streaming item, model replica →
+    # ingress (the path before ingress/channel.py).
+    "ours-raystream": ("ours", {"OPENAI_SERVE_STREAM_CHANNEL": "0"}),
     "rayllm-fast": ("rayllm", RAYLLM_FAST_ENV),
 }
 MARKER = "LLM_BENCH_RUN"

@@ -28,6 +28,9 @@ from ingress.wire.common import Usage
 from ingress.wire.completions import Completion, CompletionChoice
 
 DONE_FRAME = "data: [DONE]\n\n"
+# Stands for a delta's text in a frame rendered once per (stream, choice); see
+# ChunkFramer._text_frame.
+_TEXT_SLOT = "@@openai-serve-text-slot@@"
 
 
 def _frame(model_json: str) -> str:
@@ -61,6 +64,8 @@ class ChunkFramer:
         self._role_sent: set[int] = set()
         self._text_offset: dict[int, int] = {}  # completions logprobs' text_offset
         self._last: GenerationChunk | None = None
+        # choice index → the text frame split around its text (None: not splittable)
+        self._templates: dict[int, tuple[str, str] | None] = {}
 
     def _chat(
         self,
@@ -103,6 +108,25 @@ class ChunkFramer:
             chunk.usage = usage
         return _frame(chunk.model_dump_json(exclude_unset=True))
 
+    def _text_frame(self, index: int, text: str) -> str:
+        """The frame of a text-only delta (no logprobs): the most frequent frame by
+        far, one per engine step per choice. Rendered through pydantic once per
+        choice, with a placeholder for the text, then filled by string joins: the
+        same JSON without a pydantic model per token."""
+        if index not in self._templates:
+            if self.task == "chat":
+                frame = self._chat(index, ChatDelta(content=_TEXT_SLOT), logprobs=None)
+            else:
+                frame = self._text(index, _TEXT_SLOT, logprobs=None)
+            parts = frame.split(json.dumps(_TEXT_SLOT))
+            self._templates[index] = (parts[0], parts[1]) if len(parts) == 2 else None
+        template = self._templates[index]
+        if template is None:  # the placeholder also appeared in the id or model
+            if self.task == "chat":
+                return self._chat(index, ChatDelta(content=text), logprobs=None)
+            return self._text(index, text, logprobs=None)
+        return template[0] + json.dumps(text, ensure_ascii=False) + template[1]
+
     def frames(self, chunk: GenerationChunk) -> str:
         self._last = chunk
         out = []
@@ -111,7 +135,9 @@ class ChunkFramer:
                 if d.index not in self._role_sent:
                     self._role_sent.add(d.index)
                     out.append(self._chat(d.index, ChatDelta(role="assistant", content="")))
-                if d.text:
+                if d.text and d.logprobs is None:
+                    out.append(self._text_frame(d.index, d.text))
+                elif d.text:
                     out.append(
                         self._chat(
                             d.index, ChatDelta(content=d.text), logprobs=chat_logprobs(d.logprobs)
@@ -127,11 +153,14 @@ class ChunkFramer:
                 if d.text:
                     offset = self._text_offset.get(d.index, 0)
                     self._text_offset[d.index] = offset + len(d.text)
-                    out.append(
-                        self._text(
-                            d.index, d.text, logprobs=completion_logprobs(d.logprobs, offset)
+                    if d.logprobs is None:
+                        out.append(self._text_frame(d.index, d.text))
+                    else:
+                        out.append(
+                            self._text(
+                                d.index, d.text, logprobs=completion_logprobs(d.logprobs, offset)
+                            )
                         )
-                    )
                 if d.finish_reason is not None:
                     out.append(self._text(d.index, "", d.finish_reason, _usage(chunk)))
         return "".join(out)

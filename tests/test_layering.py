@@ -19,6 +19,7 @@ import ingress
 
 ENGINE_MODULES = ["vllm", "torch", "transformers", "diffusers"]
 CONTRACT = "deployments.contract"
+SHARED = {CONTRACT, "deployments.stream_channel"}
 
 
 def _modules(package: object) -> list[str]:
@@ -63,7 +64,7 @@ def test_ingress_takes_only_the_contract_from_deployments(module):
     crossing = {
         n for n in _imported_names(module) if n == "deployments" or n.startswith("deployments.")
     }
-    assert crossing <= {CONTRACT}, f"{module} imports {sorted(crossing - {CONTRACT})}"
+    assert crossing <= SHARED, f"{module} imports {sorted(crossing - SHARED)}"
 
 
 @pytest.mark.parametrize("module", INGRESS)
@@ -87,5 +88,6 @@ def test_model_servers_load_no_starlette(module):
     assert _loaded_after_import(module, ["starlette", "fastapi", "ingress"]) == []
 
 
-def test_contract_needs_only_stdlib_and_pydantic():
-    assert _loaded_after_import(CONTRACT, ["ray", "ingress", *ENGINE_MODULES]) == []
+@pytest.mark.parametrize("module", sorted(SHARED))
+def test_shared_modules_need_only_stdlib_and_pydantic(module):
+    assert _loaded_after_import(module, ["ray", "ingress", *ENGINE_MODULES]) == []

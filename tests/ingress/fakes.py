@@ -280,6 +280,12 @@ class FakeController:
 # --- Model behaviours ----------------------------------------------------------------
 
 
+# A chat request as the ingress forwards it (the payload of a generate call).
+CHAT_PAYLOAD = GenerateRequest(
+    request_id="R-1", task="chat", messages=[{"role": "user", "content": "hi"}]
+)
+
+
 def chunks(text: str = "Hello", prompt_tokens: int = 5) -> list[GenerationChunk]:
     """A stream of one token per character, the last chunk finished with 'stop'."""
     out = []

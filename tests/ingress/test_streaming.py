@@ -10,6 +10,7 @@ import pytest
 from deployments.contract import ChoiceDelta, ErrorInfo, GenerateRequest, GenerationChunk
 from ingress.forward import ForwardedStream, RequestContext
 from ingress.streaming import DONE_FRAME, ChunkFramer, SSEResponse
+from ingress.wire.chat import ChatDelta
 from tests.ingress.fakes import API, FakeApplication, FakeStream, Stack, app_details, make_stack
 
 
@@ -292,3 +293,33 @@ async def test_forwarded_stream_close_is_idempotent():
     assert stack.inflight("llm-1") == 0
     assert stack.forwarder.limiter.inflight("llm-1") == 0
     assert stack.serve.apps["llm-1"].last.cancelled
+
+
+@pytest.mark.parametrize("task", ["chat", "completion"])
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'quote " and \\ backslash', "line\nbreak\ttab\x01", "ünïcödé 日本 🙂", "\u2028"],
+)
+def test_text_frames_equal_the_pydantic_rendering(task, text):
+    """The per-token fast path (a template filled by joins) renders the same JSON as
+    the wire model, byte for byte where pydantic's escapes agree, and always as data."""
+    fast = ChunkFramer(task, "id-1", 7, "m/x", False)
+    slow = ChunkFramer(task, "id-1", 7, "m/x", False)
+    got = fast._text_frame(2, text)
+    want = (
+        slow._chat(2, ChatDelta(content=text), logprobs=None)
+        if task == "chat"
+        else slow._text(2, text, logprobs=None)
+    )
+    assert json.loads(got[len("data: ") :]) == json.loads(want[len("data: ") :])
+    assert got.endswith("\n\n") and got.startswith("data: {")
+    if text.isascii() and text.isprintable():
+        assert got == want
+
+
+def test_a_placeholder_in_the_model_name_falls_back_to_pydantic():
+    framer = ChunkFramer("chat", "id", 1, "@@openai-serve-text-slot@@", False)
+    frame = framer._text_frame(0, "hi")
+    body = json.loads(frame[len("data: ") :])
+    assert body["choices"][0]["delta"] == {"content": "hi"}
+    assert body["model"] == "@@openai-serve-text-slot@@"
