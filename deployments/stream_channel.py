@@ -32,6 +32,7 @@ import hmac
 import logging
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,14 @@ class ChannelConnection:
     items leave together as one frame.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_close: Callable[[ChannelConnection], None] | None = None,
+    ) -> None:
         self._writer = writer
+        self._on_close = on_close
         self._pending: list[tuple[int, Any]] = []
         self._flush_scheduled = False
         self.frames = 0
@@ -139,6 +146,9 @@ class ChannelConnection:
         if not self._writer.is_closing():
             self._writer.close()
         self._watch.cancel()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
 
 
 class ChannelSenders:
@@ -147,6 +157,9 @@ class ChannelSenders:
 
     def __init__(self) -> None:
         self._connections: dict[tuple[str, int, bytes], asyncio.Future[ChannelConnection]] = {}
+        # Totals of connections already closed, so stats() counts every item sent.
+        self.closed_frames = 0
+        self.closed_items = 0
 
     async def get(self, target: ChannelTarget) -> ChannelConnection:
         """The open connection for `target`'s ingress replica.
@@ -159,7 +172,7 @@ class ChannelSenders:
         if future is not None and future.done() and _unusable(future):
             future = None
         if future is None:
-            future = asyncio.ensure_future(_connect(target))
+            future = asyncio.ensure_future(_connect(target, self._forget))
             self._connections[key] = future
         try:
             return await asyncio.shield(future)
@@ -168,16 +181,25 @@ class ChannelSenders:
                 del self._connections[key]
             raise
 
+    def _forget(self, connection: ChannelConnection) -> None:
+        # An ingress replica that went away (scaled down, restarted) never asks again:
+        # drop its closed connection now rather than keep it until this replica stops.
+        for key, future in list(self._connections.items()):
+            if future.done() and not _failed(future) and future.result() is connection:
+                del self._connections[key]
+        self.closed_frames += connection.frames
+        self.closed_items += connection.items
+
     def stats(self) -> dict[str, int]:
         conns = [f.result() for f in self._connections.values() if f.done() and not _failed(f)]
         return {
             "connections": sum(not c.broken for c in conns),
-            "frames": sum(c.frames for c in conns),
-            "items": sum(c.items for c in conns),
+            "frames": self.closed_frames + sum(c.frames for c in conns),
+            "items": self.closed_items + sum(c.items for c in conns),
         }
 
     def close(self) -> None:
-        for future in self._connections.values():
+        for future in list(self._connections.values()):
             if future.done() and not _failed(future):
                 future.result().close()
             else:
@@ -193,7 +215,9 @@ def _unusable(future: asyncio.Future[ChannelConnection]) -> bool:
     return _failed(future) or future.result().broken
 
 
-async def _connect(target: ChannelTarget) -> ChannelConnection:
+async def _connect(
+    target: ChannelTarget, on_close: Callable[[ChannelConnection], None]
+) -> ChannelConnection:
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(target.host, target.port), HANDSHAKE_TIMEOUT_S
     )
@@ -208,4 +232,4 @@ async def _connect(target: ChannelTarget) -> ChannelConnection:
     except BaseException:
         writer.close()
         raise
-    return ChannelConnection(reader, writer)
+    return ChannelConnection(reader, writer, on_close)

@@ -57,25 +57,11 @@ if [ "${OPENAI_SERVE_HAPROXY:-0}" = "1" ]; then
         RAY_SERVE_HAPROXY_BINARY_PATH="$PWD/scripts/haproxy_guard.py" \
         RAY_SERVE_HAPROXY_TUNE_BUFSIZE="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-65536}"
 fi
-# Idle CPU (README "Idle CPU": each knob measured with bench/idle_cpu.py). Exported here,
-# so the head, every worker and `serve run` get them; only this one-node default: the
-# cluster configs (cluster/) keep Ray's and Serve's defaults. A value already in the
+# Idle CPU (README "Idle CPU"): Ray's and Serve's background periods for this one-node
+# default, from scripts/single_node.env (the benchmark reads the same file). Exported
+# here, so the head, every worker and `serve run` get them; a value already in the
 # environment wins.
-# Serve controller's reconcile loop: every 1 s, not 0.1 s (it re-reads the node table from
-# the GCS each pass). Costs: replica start/stop/health steps are noticed up to 1 s later.
-export RAY_SERVE_CONTROL_LOOP_INTERVAL_S="${RAY_SERVE_CONTROL_LOOP_INTERVAL_S:-1}"
-# Every replica and handle refreshes Serve's gauges every 5 s, not 0.1 s. Costs: nothing
-# Prometheus sees beyond up to 5 s more staleness (Ray exports metrics every 10 s anyway).
-export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS="${RAY_SERVE_METRICS_EXPORT_INTERVAL_MS:-5000}"
-# Log monitor re-globs the log directory every 2 s, not every 0.1 s pass. Costs: the first
-# lines of a newly started worker reach this terminal up to 2 s later (none are lost).
-export RAY_LOG_MONITOR_MANY_FILES_THRESHOLD="${RAY_LOG_MONITOR_MANY_FILES_THRESHOLD:-0}" \
-    LOG_NAME_UPDATE_INTERVAL_S="${LOG_NAME_UPDATE_INTERVAL_S:-2}"
-# Dashboard agent samples node and worker stats every 15 s, not 5 s. Costs: coarser
-# ray_node_*/ray_component_* metrics and dashboard node view.
-export REPORTER_UPDATE_INTERVAL_MS="${REPORTER_UPDATE_INTERVAL_MS:-15000}"
-# Dashboard records its own metrics every 30 s, not 5 s. Costs: coarser dashboard metrics.
-export METRICS_RECORD_INTERVAL_S="${METRICS_RECORD_INTERVAL_S:-30}"
+source scripts/single_node_env.sh
 # The dashboard (127.0.0.1:8265: web UI, `serve deploy`/`serve status`, jobs, `ray list`)
 # stays on; OPENAI_SERVE_DASHBOARD=0 starts the head without it (Ray then runs only a
 # minimal dashboard process; the metrics agent stays) and saves about 2 % of a core.

@@ -99,6 +99,23 @@ async def test_a_wrong_secret_is_hung_up_on_and_nothing_is_delivered(ends):
     assert (await asyncio.wait_for(queue.get(), 5)).deltas[0].text == "ok"
 
 
+async def test_a_connection_to_a_departed_ingress_is_dropped_and_counted():
+    channel, senders = StreamChannel("127.0.0.1"), ChannelSenders()
+    try:
+        target, queue = await channel.open()
+        conn = await senders.get(target)
+        conn.send(target.key, _chunk("a"))
+        assert (await asyncio.wait_for(queue.get(), 5)).deltas[0].text == "a"
+        channel.close()  # the ingress replica stops
+        await _until(lambda: conn.broken)
+        # Dropped when it broke, not when (if ever) that ingress asks again.
+        assert senders._connections == {}
+        assert senders.stats() == {"connections": 0, "frames": 1, "items": 1}
+    finally:
+        senders.close()
+        channel.close()
+
+
 async def test_an_oversized_frame_closes_the_connection():
     channel = StreamChannel("127.0.0.1")
     try:
