@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo
 
 import cpu
 import psutil
-from load import make_prompts, run_level, warm_up
+from load import make_prompts, prioritize_client, run_level, warm_up
 from servers import (
     MARKER,
     REPO,
@@ -418,7 +418,8 @@ def markdown(report: dict) -> str:
         + (f", {'; '.join(m['gpus'])}" if m["gpus"] else ", no GPU")
         + f"; load average at start {m['load_average_start'][0]:.1f}"
         + f"; vLLM {m['vllm']}, Ray {m['ray']}. Mode: {report['mode']}; "
-        f"took {report['total_s']:.0f} s.",
+        f"took {report['total_s']:.0f} s. Load client: "
+        f"{report.get('client_scheduling', 'normal (runs before 2026-12-02)')}.",
         "",
     ]
     for model in report["models"]:
@@ -556,6 +557,13 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="prompt set seed")
     parser.add_argument(
+        "--normal-client",
+        action="store_true",
+        help="leave the load client at normal CPU priority (runs before 2026-12-02); by "
+        "default it runs real-time FIFO 1 so that it is not starved by the server under "
+        "test (load.prioritize_client)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -606,11 +614,14 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    # Before any server starts (none inherits it): see load.prioritize_client.
+    client_scheduling = "normal (--normal-client)" if args.normal_client else prioritize_client()
     report = {
         "started": started,
         "mode": "quick" if args.quick else "full",
         "argv": sys.argv[1:],
         "machine": machine_info(),
+        "client_scheduling": client_scheduling,
         "models": [],
         "concurrency": levels,
         "nonstream_concurrency": nonstream_level,

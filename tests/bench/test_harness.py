@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 # bench/ holds scripts run as files (`python bench/llm_bench.py`) that import their
 # siblings by name; pyproject's pytest `pythonpath` puts bench/ on the path for this.
@@ -273,3 +276,28 @@ def test_a_labelled_level_shows_a_progress_bar(fake_server, monkeypatch):
     (bar,) = bars
     assert (bar.kw["desc"], bar.kw["total"], bar.n, bar.closed) == ("ours stream c=2", 4, 4, True)
     assert bar.kw["disable"] is None  # tqdm's own rule: shown on a terminal only
+
+
+def test_the_load_client_is_prioritized_and_its_children_are_not():
+    # In a process of its own: the test process must keep its normal priority.
+    code = (
+        "import os, subprocess, sys, load\n"
+        "got = load.prioritize_client()\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))'],"
+        " capture_output=True, text=True, check=True).stdout.strip()\n"
+        "print(got, os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK, child, sep='|')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(load.__file__).parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    got, policy, child = out.split("|")
+    if got == "SCHED_FIFO 1":
+        assert int(policy) == os.SCHED_FIFO
+    else:  # not permitted here: the client stays normal and says why
+        assert got.startswith("normal (") and int(policy) == os.SCHED_OTHER
+    # A server started from the client never inherits the priority.
+    assert int(child) == os.SCHED_OTHER
