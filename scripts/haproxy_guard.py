@@ -15,10 +15,13 @@ Pointed at this script, Ray gets the same HAProxy with the config rewritten firs
   * the admin socket is owner-only (Ray's HAProxy manager runs as the same user);
   * HAProxy's own 502/503/504 answers carry OpenAI-shaped JSON errors (503 with
     Retry-After while no ingress replica is up). Its 400 for a request it cannot parse
-    (not HTTP, headers over its buffer or over 101 fields) stays HAProxy's HTML page:
-    HAProxy 2.8 takes no errorfile for those (tried in the defaults and the frontend).
+    (not HTTP, or a header set over its buffer) stays HAProxy's HTML page: HAProxy 2.8
+    takes no errorfile for those (its HTTP/1 parser answers from a built-in table);
+  * HAProxy takes up to MAX_HEADER_FIELDS header fields instead of its 101, so a request
+    over the ingress's own count (100) reaches the ingress and gets its JSON 431.
 
-It then execs the real binary on the rewritten copy, in this same process (so the pid Ray
+It refuses to start (exit 78) where the config's folder, or the one above it, is not this
+user's alone (see check_private). It then execs the real binary on the rewritten copy, in this same process (so the pid Ray
 signals for reloads is HAProxy's). Where the API is not on every interface and a listener
 still is after the rewrite (a new Ray template), it refuses to start (exit 78): closed
 rather than quietly open. Standard library only: Ray runs it as an executable.
@@ -35,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -45,7 +49,11 @@ _BIND = re.compile(r"^\s*bind\s+(\S+)", re.M)
 _API_BIND = re.compile(r"^frontend http_frontend\s*\n\s*bind\s+(\S+):(\d+)", re.M)
 _ADMIN_SOCKET_MODE = re.compile(r"^(\s*stats socket\s+\S+.*?\bmode\s+)\d+", re.M)
 _ERRORFILE = re.compile(r"^(\s*)errorfile\s+(\d{3})\s+\S+\s*$", re.M)
+_GLOBAL = re.compile(r"^global[ \t]*\n", re.M)
 EX_CONFIG = 78  # sysexits.h EX_CONFIG
+# Above the ingress's max_header_count (100, ingress/config.py) so the ingress decides;
+# bounded because HAProxy's parser keeps one index entry per field for each request.
+MAX_HEADER_FIELDS = 1000
 
 # (status line, type, code, message) of each answer HAProxy gives itself.
 _ANSWERS = {
@@ -116,6 +124,11 @@ def rewrite(config: str, error_dir: str) -> str:
         ),
         config,
     )
+    if _GLOBAL.search(config) is None:
+        raise GuardError("no `global` section in the config")
+    config = _GLOBAL.sub(
+        lambda m: f"{m.group(0)}    tune.http.maxhdr {MAX_HEADER_FIELDS}\n", config, count=1
+    )
     return config
 
 
@@ -145,12 +158,36 @@ def real_binary() -> str:
     raise GuardError("no HAProxy binary: set OPENAI_SERVE_HAPROXY_BINARY")
 
 
+def check_private(config: Path) -> None:
+    """The config's folder and the one above it (Ray's per-node folder and its base: the
+    user's own folder that scripts/serve.sh names, or Ray's /tmp/haproxy-serve) belong to
+    this user and no one else can write in them; else another local user could have made
+    the base first and swapped the config between Ray's write and this read. A per-node
+    folder left group-writable by the umask is fine inside an owner-only base.
+
+    Raises:
+        GuardError: one of them is someone else's, or others can write in it.
+    """
+    node, base = config.parent, config.parent.parent
+    node_st, base_st = node.lstat(), base.lstat()
+    closed_base = not base_st.st_mode & 0o077
+    for st in (node_st, base_st):
+        others_write = st.st_mode & 0o022 and not (st is node_st and closed_base)
+        if st.st_uid != os.getuid() or others_write or not stat.S_ISDIR(st.st_mode):
+            raise GuardError(
+                f"{node if st is node_st else base} must be a folder of this user's that "
+                "no one else can write (scripts/serve.sh makes one: RAY_SERVE_HAPROXY_* "
+                "paths under /tmp/oss-haproxy-UID)"
+            )
+
+
 def guarded_args(args: list[str]) -> list[str]:
     """The same arguments with every `-f CONFIG` replaced by its closed copy."""
     out = list(args)
     for i, arg in enumerate(args[:-1]):
         if arg == "-f":
             source = Path(args[i + 1])
+            check_private(source)
             target = source.with_name(source.name + ".openai-serve")
             error_dir = source.with_name(source.name + ".errors")
             write_error_files(error_dir)

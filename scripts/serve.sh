@@ -51,11 +51,24 @@ fi
 # address (Ray's config has them on every interface), makes its admin socket owner-only
 # and its "no replica" answers OpenAI-shaped. 64 KB buffer: header sets up to the
 # ingress's own limit (32 KB) reach the ingress and get its 431. Same as bench/servers.py
-# HAPROXY_ENV.
+# HAPROXY_ENV. Its config and sockets go to a folder of this user's alone (Ray's
+# /tmp/haproxy-serve would be whoever's made it first; the guard checks). Short: a socket
+# path there holds a 56-character node id.
 if [ "${OPENAI_SERVE_HAPROXY:-0}" = "1" ]; then
+    HAPROXY_DIR="/tmp/oss-haproxy-$(id -u)"
+    mkdir -p -m 700 "$HAPROXY_DIR"
+    if [ ! -O "$HAPROXY_DIR" ] || [ "$(stat -c %a "$HAPROXY_DIR")" != 700 ]; then
+        echo "serve.sh: $HAPROXY_DIR must be this user's alone (mode 700)" >&2
+        exit 1
+    fi
     export RAY_SERVE_ENABLE_HA_PROXY=1 \
         RAY_SERVE_HAPROXY_BINARY_PATH="$PWD/scripts/haproxy_guard.py" \
-        RAY_SERVE_HAPROXY_TUNE_BUFSIZE="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-65536}"
+        RAY_SERVE_HAPROXY_TUNE_BUFSIZE="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-65536}" \
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC="$HAPROXY_DIR/haproxy.cfg" \
+        RAY_SERVE_HAPROXY_SOCKET_PATH="$HAPROXY_DIR/admin.sock" \
+        RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH="$HAPROXY_DIR/metrics.sock" \
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE="$HAPROXY_DIR" \
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE="$HAPROXY_DIR/server-state"
 fi
 # Idle CPU (README "Idle CPU"): Ray's and Serve's background periods for this one-node
 # default, from scripts/single_node.env (the benchmark reads the same file). Exported

@@ -13,7 +13,7 @@ import pytest
 # free_port: a loopback port in a range no Ray part draws from (bench/servers.py says
 # which); one the kernel hands out could go to a Ray part before our proxy binds it (a CI
 # run lost `serve run` to exactly that).
-from servers import HAPROXY_ENV, free_port  # bench/, on pytest's pythonpath
+from servers import HAPROXY_ENV, free_port, haproxy_paths  # bench/, on pytest's pythonpath
 
 # Set before Ray or vLLM is imported anywhere in this process tree: workers and
 # replicas inherit the environment of the driver.
@@ -34,7 +34,9 @@ os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # "HAProxy in front"); its stats and Prometheus ports are this run's own, so a stack
 # already running on this machine keeps 8404/9101.
 if os.environ.get("OPENAI_SERVE_HAPROXY") == "1":
-    for _name, _value in HAPROXY_ENV.items():
+    # Its config and sockets in an owner-only folder of this run's (short: socket paths).
+    _HAPROXY_PATHS = haproxy_paths(tempfile.mkdtemp(prefix="oss-hap-"))
+    for _name, _value in {**HAPROXY_ENV, **_HAPROXY_PATHS}.items():
         os.environ.setdefault(_name, _value)
     os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
     os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,6 +102,14 @@ def test_haproxys_own_errors_are_openai_shaped(tmp_path):
         assert isinstance(error["code"], str) and error["param"] is None
 
 
+def test_header_counts_over_the_ingresss_limit_reach_the_ingress(tmp_path):
+    from ingress.config import IngressConfig
+
+    closed = guard.rewrite(_ray_config("127.0.0.1", tmp_path), str(tmp_path / "errors"))
+    assert f"\n    tune.http.maxhdr {guard.MAX_HEADER_FIELDS}\n" in closed.split("defaults")[0]
+    assert IngressConfig().max_header_count < guard.MAX_HEADER_FIELDS
+
+
 def test_the_real_haproxy_accepts_the_closed_config(tmp_path):
     errors = tmp_path / "errors"
     guard.write_error_files(errors)
@@ -118,8 +127,17 @@ def test_a_wildcard_listener_it_cannot_move_refuses_to_start(tmp_path):
         guard.rewrite(source, str(tmp_path / "errors"))
 
 
+def _node_folder(tmp_path: Path) -> Path:
+    """Ray's layout: BASE/NODE_ID/haproxy.cfg, both folders this user's (0755)."""
+    node = tmp_path / "base" / "node"
+    node.mkdir(parents=True)
+    node.parent.chmod(0o755)
+    node.chmod(0o755)
+    return node
+
+
 def test_the_f_argument_is_replaced_by_an_owner_only_closed_copy(tmp_path):
-    config = tmp_path / "haproxy.cfg"
+    config = _node_folder(tmp_path) / "haproxy.cfg"
     config.write_text(_ray_config("127.0.0.1", tmp_path))
     args = guard.guarded_args(["-db", "-f", str(config), "-sf", "123"])
     copy = Path(args[2])
@@ -130,8 +148,37 @@ def test_the_f_argument_is_replaced_by_an_owner_only_closed_copy(tmp_path):
 
 
 def test_an_unreadable_config_exits_without_starting_haproxy(tmp_path, capsys):
-    assert guard.main(["guard", "-db", "-f", str(tmp_path / "missing.cfg")]) == guard.EX_CONFIG
+    missing = _node_folder(tmp_path) / "missing.cfg"
+    assert guard.main(["guard", "-db", "-f", str(missing)]) == guard.EX_CONFIG
     assert "refusing to start HAProxy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["node", "base"])
+def test_a_config_in_a_folder_others_can_write_is_refused(tmp_path, capsys, which):
+    node = _node_folder(tmp_path)
+    config = node / "haproxy.cfg"
+    config.write_text(_ray_config("127.0.0.1", tmp_path))
+    (node if which == "node" else node.parent).chmod(0o777)
+    assert guard.main(["guard", "-db", "-f", str(config)]) == guard.EX_CONFIG
+    assert "no one else can write" in capsys.readouterr().err
+    assert not list(node.glob("*.openai-serve"))  # nothing written, nothing started
+
+
+def test_a_group_writable_node_folder_inside_an_owner_only_base_is_fine(tmp_path):
+    node = _node_folder(tmp_path)
+    node.parent.chmod(0o700)
+    node.chmod(0o775)  # as Ray's makedirs leaves it under umask 002
+    config = node / "haproxy.cfg"
+    config.write_text(_ray_config("127.0.0.1", tmp_path))
+    assert guard.guarded_args(["-f", str(config)])[1].endswith(".openai-serve")
+
+
+def test_a_config_in_someone_elses_folder_is_refused(tmp_path, monkeypatch):
+    config = _node_folder(tmp_path) / "haproxy.cfg"
+    config.write_text(_ray_config("127.0.0.1", tmp_path))
+    monkeypatch.setattr(guard.os, "getuid", lambda: 4242)  # as if another user made them
+    with pytest.raises(guard.GuardError, match="this user's"):
+        guard.guarded_args(["-f", str(config)])
 
 
 def test_the_real_binary_is_never_the_guard_itself(monkeypatch):
@@ -144,7 +191,7 @@ def test_the_real_binary_is_never_the_guard_itself(monkeypatch):
 
 
 def test_serve_sh_runs_haproxy_as_the_tests_and_the_benchmark_do():
-    from servers import HAPROXY_ENV  # bench/, on pytest's pythonpath
+    from servers import HAPROXY_DIR, HAPROXY_ENV, haproxy_paths  # bench/, on pytest's pythonpath
 
     script = (ROOT / "scripts" / "serve.sh").read_text()
     block = script[script.index('if [ "${OPENAI_SERVE_HAPROXY:-0}" = "1" ]') :]
@@ -155,3 +202,7 @@ def test_serve_sh_runs_haproxy_as_the_tests_and_the_benchmark_do():
     assert (
         f"RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-{HAPROXY_ENV['RAY_SERVE_HAPROXY_TUNE_BUFSIZE']}" in block
     )
+    assert 'HAPROXY_DIR="/tmp/oss-haproxy-$(id -u)"' in block
+    assert f"/tmp/oss-haproxy-{os.getuid()}" == HAPROXY_DIR
+    for name, value in haproxy_paths("$HAPROXY_DIR").items():
+        assert f'{name}="{value}"' in block

@@ -48,3 +48,28 @@ def test_the_readme_adapter_example_deploys_as_written():
     )
     assert [d["name"] for d in app["deployments"]] == [built._bound_deployment.name]
     assert app["deployments"][0]["user_config"]["adapters"]
+
+
+def test_the_benchmark_runs_the_cpu_engine_layout_the_default_ships():
+    """serve_config.yaml's chat model runs vLLM's engine as one process on CPU (README "One
+    engine process"); bench/servers.py's `ours` must measure that layout, `ours-mp` the
+    other one, and the GPU config keeps vLLM's default."""
+    import servers  # bench/, on pytest's pythonpath
+
+    def env_of(config: str, name: str) -> dict[str, str]:
+        apps = yaml.safe_load((ROOT / config).read_text())["applications"]
+        app = next(a for a in apps if a["name"] == name)
+        actor = app["args"]["deployment"]["ray_actor_options"]
+        return actor.get("runtime_env", {}).get("env_vars", {})
+
+    gemma = env_of("serve_config.yaml", "gemma-3-270m-q4km")
+    for key, value in servers.OURS_CPU_ENGINE_ENV.items():
+        assert gemma[key] == value
+    spec = servers.ModelSpec("tiny", "m", "src", ROOT, {}, 1)
+    assert servers.Server("ours", spec).model_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert servers.Server("ours-mp", spec).model_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in servers.Server("vllm", spec).model_env()
+    gpu = servers.Server("ours", spec, gpu=True).model_env()
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in gpu
+    gpu_apps = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())["applications"]
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in str(gpu_apps)

@@ -50,7 +50,12 @@ def test_the_benchmark_gives_them_to_ours_only():
         not in servers.Server("ours-raydefaults", spec).extra_env
     )
     assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in servers.Server("vllm", spec).extra_env
-    assert servers.Server("ours-ha", spec).extra_env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+    ha = servers.Server("ours-ha", spec).extra_env
+    assert ha["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    folder = ha["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]  # the user's own, as serve.sh's
+    assert ha["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == f"{folder}/haproxy.cfg"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in servers.Server("ours", spec).extra_env
 
 
 def test_a_malformed_line_is_refused(tmp_path):

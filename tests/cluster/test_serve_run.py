@@ -63,6 +63,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _user_env(state: Path) -> dict[str, str]:
     """A new user's shell: scripts/test.sh's variables, no Ray settings of this test
     run (its token, an address), HOME and Ray's temp dir of the test's own."""
@@ -274,6 +281,7 @@ applications:
 
 
 def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
+    haproxy: list[psutil.Process] = []
     state = Path(tempfile.mkdtemp(prefix="oss-", dir="/tmp"))
     try:
         port = free_port()
@@ -281,6 +289,12 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
         config.write_text(INGRESS_ONLY.format(port=port))
         env = {**os.environ, "RAY_TMPDIR": str(state), "RAY_PORT": str(free_port())}
         env["OPENAI_SERVE_RAY_TEMP_DIR"] = str(state / "head")
+        # With HAProxy in front (its switch): the Python proxy is what every other test
+        # here and tests/e2e run behind; this is CI's check of the opt-in path's start,
+        # its folder and its stop. Its stats and metrics ports: free ones.
+        env["OPENAI_SERVE_HAPROXY"] = "1"
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
         # What an older serve.sh left behind: dropped, since it names our head's address.
         default_file = state / "ray" / "ray_current_cluster"
         default_file.parent.mkdir()
@@ -301,8 +315,21 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
                     assert time.monotonic() - started < 300, _tail(log_path)
                     time.sleep(0.5)
                 up_s = time.monotonic() - started
+                # HAProxy in front, its config in the user's own folder (scripts/serve.sh).
+                haproxy = [
+                    p
+                    for p in psutil.Process(proc.pid).children(recursive=True)
+                    if p.name() == "haproxy"
+                ]
+                assert haproxy, _tail(log_path)
+                folder = f"/tmp/oss-haproxy-{os.getuid()}/"
+                for p in haproxy:
+                    assert any(a.startswith(folder) for a in p.cmdline()), p.cmdline()
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/openai/models", timeout=30)
+                assert answer.status_code == 200, answer.text[:300]
             finally:
                 stop_s = _stop(proc, state)
+        assert not [p for p in haproxy if _alive(p)], "HAProxy outlived scripts/serve.sh"
         out = log_path.read_text()
         assert f"playground  http://127.0.0.1:{port}/" in out
         assert f"API         http://127.0.0.1:{port}/v1/openai" in out
