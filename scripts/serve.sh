@@ -107,8 +107,10 @@ ANNOUNCE_PID=$!
 # `serve run` in a job of its own (set -m: it keeps its SIGINT, which a plain background
 # command would ignore): Ctrl-C, TERM or HUP of this script reach it as a Ctrl-C, so it
 # removes the applications before the head stops, and it never outlives the script.
+# `env --default-signal=INT`: this script started with `&` from another script inherits
+# SIGINT ignored, which no shell can undo for itself; `serve run` must still take it.
 set -m
-.venv/bin/serve run --address="127.0.0.1:$PORT" "$CONFIG" &
+env --default-signal=INT .venv/bin/serve run --address="127.0.0.1:$PORT" "$CONFIG" &
 SERVE_PID=$!
 set +m
 trap 'kill -INT "$SERVE_PID" 2>/dev/null || true' INT TERM HUP

@@ -6,7 +6,8 @@
   Ctrl-C that leaves no Ray behind.
 - `scripts/serve.sh`: prints the playground's and the API's URLs once the API is up,
   and leaves Ray's default address file alone (a later plain `serve run` must not
-  chase its stopped head).
+  chase its stopped head); stopped by Ctrl-C from a terminal, and by a plain `kill`
+  when started in the background of another script (SIGINT ignored from birth).
 
 Each runs in a temp dir of its own (Ray's temp dir, HOME), with the caches of this test
 run (tests/conftest.py), on ports checked free.
@@ -126,22 +127,29 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes], state: Path, grace_s: float = 90) -> float:
-    """Ctrl-C as a user does (SIGINT to the process group), wait, then kill the group
-    and whatever of its process tree is left. Returns how long the clean stop took.
+def _stop(
+    proc: subprocess.Popen[bytes], state: Path, grace_s: float = 90, ctrl_c: bool = True
+) -> float:
+    """Ctrl-C as a user does (SIGINT to the process group), or with `ctrl_c=False` a
+    plain `kill PID` (SIGTERM to the process alone), wait, then kill the group and
+    whatever of its process tree is left. Returns how long the clean stop took.
 
     Raises:
         AssertionError: something had to be killed.
     """
     tree = _descendants(proc)
     start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
+    if ctrl_c:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.terminate()
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        pytest.fail(f"no clean stop within {grace_s:g} s of Ctrl-C")
+        how = "Ctrl-C" if ctrl_c else "SIGTERM"
+        pytest.fail(f"no clean stop within {grace_s:g} s of {how}")
     took = time.monotonic() - start
     deadline = time.monotonic() + 30
     while True:
@@ -156,7 +164,7 @@ def _stop(proc: subprocess.Popen[bytes], state: Path, grace_s: float = 90) -> fl
             p.kill()
         except psutil.NoSuchProcess:
             continue
-    assert not names, f"left running after Ctrl-C: {names}"
+    assert not names, f"left running after {'Ctrl-C' if ctrl_c else 'SIGTERM'}: {names}"
     return took
 
 
@@ -280,8 +288,25 @@ applications:
 """
 
 
-def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        # From a terminal, stopped with Ctrl-C; with HAProxy in front (its switch): the
+        # Python proxy is what every other test here and tests/e2e run behind, so this
+        # is CI's check of the opt-in path's start, its folder and its stop.
+        "terminal-haproxy",
+        # `scripts/serve.sh &` from another script (README "Idle CPU"): it inherits
+        # SIGINT ignored and is stopped with a plain `kill` (SIGTERM to the script).
+        "background",
+    ],
+)
+def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone(how: str):
     haproxy: list[psutil.Process] = []
+    behind_haproxy = how == "terminal-haproxy"
     state = Path(tempfile.mkdtemp(prefix="oss-", dir="/tmp"))
     try:
         port = free_port()
@@ -289,10 +314,7 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
         config.write_text(INGRESS_ONLY.format(port=port))
         env = {**os.environ, "RAY_TMPDIR": str(state), "RAY_PORT": str(free_port())}
         env["OPENAI_SERVE_RAY_TEMP_DIR"] = str(state / "head")
-        # With HAProxy in front (its switch): the Python proxy is what every other test
-        # here and tests/e2e run behind; this is CI's check of the opt-in path's start,
-        # its folder and its stop. Its stats and metrics ports: free ones.
-        env["OPENAI_SERVE_HAPROXY"] = "1"
+        env["OPENAI_SERVE_HAPROXY"] = "1" if behind_haproxy else "0"
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
         # What an older serve.sh left behind: dropped, since it names our head's address.
@@ -308,6 +330,7 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=None if behind_haproxy else _ignore_sigint,
             )
             try:
                 while "All models are ready." not in _tail(log_path):
@@ -321,20 +344,22 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone():
                     for p in psutil.Process(proc.pid).children(recursive=True)
                     if p.name() == "haproxy"
                 ]
-                assert haproxy, _tail(log_path)
+                assert bool(haproxy) == behind_haproxy, _tail(log_path)
                 folder = f"/tmp/oss-haproxy-{os.getuid()}/"
                 for p in haproxy:
                     assert any(a.startswith(folder) for a in p.cmdline()), p.cmdline()
                 answer = httpx.get(f"http://127.0.0.1:{port}/v1/openai/models", timeout=30)
                 assert answer.status_code == 200, answer.text[:300]
             finally:
-                stop_s = _stop(proc, state)
+                stop_s = _stop(proc, state, ctrl_c=behind_haproxy)
         assert not [p for p in haproxy if _alive(p)], "HAProxy outlived scripts/serve.sh"
         out = log_path.read_text()
         assert f"playground  http://127.0.0.1:{port}/" in out
         assert f"API         http://127.0.0.1:{port}/v1/openai" in out
         assert not default_file.exists()  # and Ray wrote its address file elsewhere:
         assert (state / "head" / "ray_current_cluster").is_file()
-        REPORT.append(f"scripts/serve.sh (ingress only): up {up_s:.0f} s, stop {stop_s:.1f} s")
+        REPORT.append(
+            f"scripts/serve.sh (ingress only, {how}): up {up_s:.0f} s, stop {stop_s:.1f} s"
+        )
     finally:
         shutil.rmtree(state, ignore_errors=True)
