@@ -6,6 +6,8 @@ HTTP + Serve path costs on top).
     python bench/embeddings_throughput.py --base-url http://127.0.0.1:8000/v1/openai
     python bench/embeddings_throughput.py --start      # own Ray + Serve + MiniLM app
     python bench/embeddings_throughput.py --start --engine   # + the in-process baseline
+    python bench/embeddings_throughput.py --start --engine --env VLLM_ENABLE_V1_MULTIPROCESSING=1
+        # the same with the replica's (and the baseline's) environment changed
 
 With --start (or --ray-address for a running cluster) it also reads the engine's
 batch sizes from the replica (`stats()`), per phase.
@@ -57,13 +59,23 @@ async def run_phase(
         return total / (time.perf_counter() - start)
 
 
+# KEY=VALUE pairs (--env) laid over the MiniLM entry's replica environment, for the
+# in-process baseline and the served application alike: a layout to compare.
+ENV_OVERRIDES: dict[str, str] = {}
+
+
 def _app_args() -> dict:
     import yaml
 
     config = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text()
     )
-    return next(a for a in config["applications"] if a["name"] == APP)["args"]
+    args = next(a for a in config["applications"] if a["name"] == APP)["args"]
+    if ENV_OVERRIDES:
+        options = args.setdefault("deployment", {}).setdefault("ray_actor_options", {})
+        env = options.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env.update(ENV_OVERRIDES)
+    return args
 
 
 async def engine_phases(sequential: int, concurrent: int, clients: int) -> dict:
@@ -179,15 +191,26 @@ def main() -> None:
         action="store_true",
         help="first measure the engine called in-process (the baseline)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set in the MiniLM replica's environment (and the baseline's); repeatable",
+    )
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for kv in args.env:
+        key, _, value = kv.partition("=")
+        ENV_OVERRIDES[key] = value
+    report_env = {"env": dict(ENV_OVERRIDES)} if ENV_OVERRIDES else {}
     if args.engine_only:  # the child of --engine: its JSON is the last stdout line
         result = asyncio.run(engine_phases(args.sequential, args.concurrent, args.clients))
         print(json.dumps(result))
         return
 
     stats = args.start or args.ray_address is not None
-    report: dict = {"model": args.model, "load_average": os.getloadavg()}
+    report: dict = {"model": args.model, "load_average": os.getloadavg(), **report_env}
     if args.engine:
         # In a process of its own that ends before the Serve stack starts: the two
         # never share the CPUs or memory, and vLLM leaves no state behind in this one.
@@ -202,6 +225,7 @@ def main() -> None:
                 str(args.concurrent),
                 "--clients",
                 str(args.clients),
+                *(f"--env={kv}" for kv in args.env),
             ],
             stdout=subprocess.PIPE,
             text=True,

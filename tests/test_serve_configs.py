@@ -51,8 +51,8 @@ def test_the_readme_adapter_example_deploys_as_written():
 
 
 def test_the_benchmark_runs_the_cpu_engine_layout_the_default_ships():
-    """serve_config.yaml's chat model runs vLLM's engine as one process on CPU (README "One
-    engine process"); bench/servers.py's `ours` must measure that layout, `ours-mp` the
+    """serve_config.yaml's chat and embedding models run vLLM's engine as one process on
+    CPU (README "One engine process"); bench/servers.py's `ours` must measure that layout, `ours-mp` the
     other one, and the GPU config keeps vLLM's default."""
     import servers  # bench/, on pytest's pythonpath
 
@@ -62,9 +62,10 @@ def test_the_benchmark_runs_the_cpu_engine_layout_the_default_ships():
         actor = app["args"]["deployment"]["ray_actor_options"]
         return actor.get("runtime_env", {}).get("env_vars", {})
 
-    gemma = env_of("serve_config.yaml", "gemma-3-270m-q4km")
-    for key, value in servers.OURS_CPU_ENGINE_ENV.items():
-        assert gemma[key] == value
+    for name in ("gemma-3-270m-q4km", "all-minilm-l6-v2"):  # every vLLM engine there
+        env = env_of("serve_config.yaml", name)
+        for key, value in servers.OURS_CPU_ENGINE_ENV.items():
+            assert env[key] == value, name
     spec = servers.ModelSpec("tiny", "m", "src", ROOT, {}, 1)
     assert servers.Server("ours", spec).model_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert servers.Server("ours-mp", spec).model_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
