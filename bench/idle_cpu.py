@@ -1,7 +1,7 @@
 """Idle CPU of a running Serve stack: every Ray and Serve process, no traffic.
 
     .venv/bin/python bench/idle_cpu.py --temp-dir /tmp/openai-serve-ray-$UID [--pid PID]
-        [--url http://127.0.0.1:8000] [--window 60] [--out bench/results]
+        [--url http://127.0.0.1:8000] [--window 60] [--threads N] [--out bench/results]
 
 Processes: those whose command line names the Ray temp dir (`ray start`, gcs_server,
 raylet, dashboard, agents, log_monitor, ...) and those given by --pid (e.g. the
@@ -11,7 +11,8 @@ GET /health answers and every model in GET /v1/openai/models is RUNNING, then su
 utime+stime from /proc/<pid>/stat over the window (processes that start or end in it
 count for what they used while seen). It prints JSON: % of one core per process group
 (by command line) and in all, plus the machine's busy % from /proc/stat for context,
-and writes it to <out>/idle-<timestamp>.json. Standard library only; Linux.
+and writes it to <out>/idle-<timestamp>.json; with --threads N also the N busiest
+threads by (process group, thread name). Standard library only; Linux.
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ def read_stat(pid: int) -> tuple[int, int] | None:
         return None
     fields = text[text.rindex(")") + 2 :].split()  # after "(comm) "
     return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """tid → (thread name, utime+stime in ticks) of a live process's threads."""
+    out: dict[int, tuple[str, int]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))
+    return out
 
 
 def cmdline(pid: int) -> str:
@@ -139,6 +158,13 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=10.0, help="s to wait once ready")
     ap.add_argument("--window", type=float, default=60.0, help="measured seconds")
     ap.add_argument("--label", default="", help="free text kept in the result")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report the N busiest (process group, thread name) pairs",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if not args.temp_dir and not args.pid:
@@ -147,11 +173,17 @@ def main() -> None:
         wait_ready(args.url.rstrip("/"), 900)
         time.sleep(args.settle)
     seen: dict[int, tuple[str, int, int]] = {}  # pid → (cmd, first ticks, last ticks)
+    # (pid, tid) → (thread name, first ticks, last ticks), with --threads
+    threads: dict[tuple[int, int], tuple[str, int, int]] = {}
 
     def sample() -> None:
         for pid, (cmd, ticks) in our_processes(args.temp_dir, args.pid).items():
             first = seen[pid][1] if pid in seen else ticks
             seen[pid] = (cmd, first, ticks)
+            if args.threads:
+                for tid, (name, t) in thread_ticks(pid).items():
+                    key = (pid, tid)
+                    threads[key] = (name, threads[key][1] if key in threads else t, t)
 
     m0, t0 = machine_ticks(), time.monotonic()
     sample()
@@ -174,6 +206,11 @@ def main() -> None:
         k: {"pct_of_one_core": pct(t), "processes": count[k], "example": example[k]}
         for k, t in sorted(ticks.items(), key=lambda kv: -kv[1])
     }
+    by_thread: dict[str, int] = {}
+    for (pid, _), (name, first, last) in threads.items():
+        key = f"{kind_of(seen[pid][0])} / {name}"
+        by_thread[key] = by_thread.get(key, 0) + last - first
+    busiest = sorted(by_thread.items(), key=lambda kv: -kv[1])[: args.threads]
     result = {
         "label": args.label,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -188,6 +225,8 @@ def main() -> None:
         ),
         "machine_cores": os.cpu_count(),
     }
+    if args.threads:  # threads of processes seen from the start (first sample) on
+        result["threads"] = {k: pct(t) for k, t in busiest}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"idle-{time.strftime('%Y%m%d-%H%M%S')}.json"
