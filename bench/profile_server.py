@@ -36,23 +36,29 @@ from servers import Server
 
 
 def pin_serving(server: Server, engine_cpus: set[int]) -> dict[str, list[int]]:
-    """Moves every thread of every process but vLLM's model workers off the engine's
-    compute cores, so the serving path never preempts the forward pass."""
+    """Moves every thread of every process but the engine's compute process off the
+    engine's compute cores, so the serving path never preempts the forward pass. The
+    compute process is vLLM's model worker; with the engine as one process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0) there is none, and the engine core computes: it
+    is then put on `engine_cpus` (vLLM binds nothing in that layout)."""
     others = sorted(set(os.sched_getaffinity(0)) - engine_cpus)
+    procs = server_processes(server)
+    one_process = not any(role_of(p) == "engine worker" for p in procs)
     pinned: dict[str, list[int]] = {}
-    for p in server_processes(server):
+    for p in procs:
         role = role_of(p)
         if role == "engine worker":
-            continue
+            continue  # vLLM bound it itself
+        cpus = engine_cpus if one_process and role == "engine core" else set(others)
         for tid in (
             os.listdir(f"/proc/{p.pid}/task") if os.path.isdir(f"/proc/{p.pid}/task") else ()
         ):
             try:
-                os.sched_setaffinity(int(tid), others)
+                os.sched_setaffinity(int(tid), cpus)
             except OSError:
                 pass
         pinned.setdefault(role, []).append(p.pid)
-    return {"serving_cpus": others, "roles": sorted(pinned)}
+    return {"serving_cpus": others, "engine_cpus": sorted(engine_cpus), "roles": sorted(pinned)}
 
 
 def pids_of(server: Server, role: str) -> list[int]:
