@@ -206,7 +206,8 @@ class ModelSpec:
 # model worker in one engine process, not vLLM's default pair of processes whose
 # scheduler spins on the second core while the worker computes. Given to ours' model
 # replica (not on a GPU); "ours-mp" is the other layout.
-OURS_CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# And every gloo group of the engine on one device (deployments/vllm_plugin.py).
+OURS_CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OPENAI_SERVE_GLOO_ONE_DEVICE": "1"}
 
 
 def engine_env(model: ModelSpec, threads_bind: str) -> dict[str, str]:

@@ -54,6 +54,7 @@ os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN)
 # tests, production keeps vLLM's default multiprocess engine.
 TEST_ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "OPENAI_SERVE_GLOO_ONE_DEVICE": "1",  # as serve_config.yaml's CPU engines
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_OMP_THREADS_BIND": "auto",
     "VLLM_HOST_IP": "127.0.0.1",
