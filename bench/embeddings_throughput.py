@@ -10,7 +10,8 @@ HTTP + Serve path costs on top).
         # the same with the replica's (and the baseline's) environment changed
 
 With --start (or --ray-address for a running cluster) it also reads the engine's
-batch sizes from the replica (`stats()`), per phase.
+batch sizes from the replica (`stats()`), per phase; with --start, also the CPU time
+per request of every process of the stack, by role (bench/cpu.py's roles).
 """
 
 from __future__ import annotations
@@ -163,6 +164,39 @@ def batch_sizes(app: str) -> Counter[int]:
     return Counter(driver_handle(app).stats.remote().result()["batch_sizes"])
 
 
+def cpu_by_role() -> dict[int, tuple[str, float]]:
+    """pid → (role, CPU seconds so far) of this process and its descendants: with
+    --start, the whole stack (Ray's daemons, Serve's proxy and replicas, the engine)."""
+    import psutil
+    from cpu import role_of  # bench/
+
+    me = psutil.Process()
+    out: dict[int, tuple[str, float]] = {}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            role = role_of(p)
+            if role == "other" and f"ServeReplica:{APP}" in " ".join(p.cmdline()):
+                role = "model replica"
+        except psutil.Error:
+            continue
+        out[p.pid] = (
+            "client (this process)" if p.pid == me.pid else role,
+            times.user + times.system,
+        )
+    return out
+
+
+def cpu_ms_per_request(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int
+) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        spent[role] = spent.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    return {k: round(1000 * v / requests, 2) for k, v in ranked if v > 0.005}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1/openai")
@@ -243,12 +277,17 @@ def main() -> None:
         (f"concurrent_{args.clients}", args.concurrent, args.clients),
     ):
         before = batch_sizes(args.app) if stats else Counter()
+        cpu_before = cpu_by_role() if args.start else {}
         rate = asyncio.run(
             run_phase(
                 args.base_url, args.model, total, clients, None if args.start else args.api_key
             )
         )
         report[name] = {"requests": total, "clients": clients, "sentences_per_s": round(rate, 1)}
+        if args.start:  # where the CPU went, per request, by process role
+            report[name]["cpu_ms_per_request"] = cpu_ms_per_request(
+                cpu_before, cpu_by_role(), total
+            )
         if stats:
             seen = batch_sizes(args.app) - before
             report[name]["batch_sizes"] = dict(sorted(seen.items()))

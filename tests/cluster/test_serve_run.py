@@ -148,6 +148,13 @@ def _stop(
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        # What ran in process groups of its own (scripts/serve.sh's Ray head) too: a
+        # failed test must not leave a Ray running beside the next ones.
+        for p in {*tree, *_named(state)}:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                continue
         how = "Ctrl-C" if ctrl_c else "SIGTERM"
         pytest.fail(f"no clean stop within {grace_s:g} s of {how}")
     took = time.monotonic() - start
