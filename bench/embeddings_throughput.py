@@ -190,11 +190,10 @@ def cpu_by_role() -> dict[int, tuple[str, float]]:
 def cpu_ms_per_request(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int
 ) -> dict[str, float]:
-    spent: dict[str, float] = {}
-    for pid, (role, seconds) in after.items():
-        spent[role] = spent.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
-    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
-    return {k: round(1000 * v / requests, 2) for k, v in ranked if v > 0.005}
+    from cpu import by_role  # bench/
+
+    spent = by_role(before, after)
+    return {k: round(1000 * v / requests, 2) for k, v in spent.items() if v > 0.005}
 
 
 def main() -> None:
