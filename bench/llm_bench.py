@@ -53,7 +53,9 @@ MODELS = {
     "gemma": (
         "google/gemma-3-270m",
         "package:gemma3-270m",
-        {"max_model_len": 4096, "dtype": "bfloat16", "enforce_eager": True},
+        # As serve_config.yaml asks: bf16 where the CPU computes it natively, else
+        # float32 (deployments/dtype.py), made concrete below for every server alike.
+        {"max_model_len": 4096, "dtype": "bfloat16-or-float32", "enforce_eager": True},
         2,
     ),
 }
@@ -123,6 +125,7 @@ def machine_info() -> dict:
 
 
 def resolve_model(key: str) -> ModelSpec:
+    from deployments.dtype import resolve_dtype
     from deployments.models.sources import resolve_model_source
 
     name, source, kwargs, kv = MODELS[key]
@@ -131,7 +134,8 @@ def resolve_model(key: str) -> ModelSpec:
         name=name,
         source=source,
         path=resolve_model_source(source),
-        engine_kwargs=dict(kwargs),
+        # Concrete for vllm serve and Ray Serve LLM, which do not know our value.
+        engine_kwargs=resolve_dtype(dict(kwargs), cuda=has_gpu()),
         kv_cache_gib=kv,
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from deployments.dtype import resolve_dtype
 from deployments.embeddings.config import EmbeddingEngineConfig
 from deployments.embeddings.pooling import PoolingSpec
 from deployments.engine_base import AsyncLLMHolder
@@ -73,7 +74,7 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        kwargs = dict(self._config.engine_kwargs)
+        kwargs = resolve_dtype(dict(self._config.engine_kwargs))
         if self._spec.max_seq_length and "max_model_len" not in kwargs:
             # What sentence-transformers truncates at (all-MiniLM-L6-v2: 256 of 512
             # positions); vLLM reads the same file, this makes it explicit.

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from deployments.contract import SamplingOptions, TokenLogprob, ToolCall
+from deployments.dtype import resolve_dtype
 from deployments.engine_base import AsyncLLMHolder
 from deployments.errors import InvalidAdapter, InvalidInput, PromptTooLong
 from deployments.llm.config import EngineConfig
@@ -40,7 +41,7 @@ class VLLMEngine(AsyncLLMHolder):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        kwargs = dict(self._config.engine_kwargs)
+        kwargs = resolve_dtype(dict(self._config.engine_kwargs))
         # Compact guided JSON (no free whitespace between tokens): a model cannot pad
         # a forced tool call or a schema answer with newlines until max_tokens, and
         # the output costs fewer tokens. vLLM sets this per engine, not per request.
