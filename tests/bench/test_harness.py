@@ -49,7 +49,21 @@ def _fake_app():
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+    async def embeddings(request):
+        body = await request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        EMBEDDED.extend(inputs)
+        return JSONResponse({"data": [{"index": i} for i in range(len(inputs))]})
+
+    return Starlette(
+        routes=[
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+        ]
+    )
+
+
+EMBEDDED: list[str] = []  # every input the fake server was asked to embed
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +110,20 @@ def test_load_level_against_fake_server(fake_server, stream):
         assert 0 < summary["ttft_ms"]["p50"] <= summary["ttft_ms"]["p99"]
         assert 0 < summary["itl_ms"]["p50"] <= summary["itl_ms"]["p99"]
         assert summary["tpot_ms_mean"] > 0
+
+
+@pytest.mark.parametrize("per_request", [1, 4])
+def test_embeddings_phase_sends_its_sentences(fake_server, per_request):
+    import embeddings_throughput
+
+    EMBEDDED.clear()
+    rate = asyncio.run(
+        embeddings_throughput.run_phase(fake_server, "m", 6, 3, per_request=per_request)
+    )
+    # The warm-up request, then 6 requests of `per_request` distinct sentences each.
+    assert len(EMBEDDED) == 7 * per_request
+    assert len(set(EMBEDDED[per_request:])) == 6 * per_request
+    assert rate > 0
 
 
 def test_errors_are_counted_not_raised(fake_server):
@@ -301,3 +329,33 @@ def test_the_load_client_is_prioritized_and_its_children_are_not():
         assert got.startswith("normal (") and int(policy) == os.SCHED_OTHER
     # A server started from the client never inherits the priority.
     assert int(child) == os.SCHED_OTHER
+
+
+def test_embeddings_rounds_report_each_round_and_the_medians(tmp_path, monkeypatch):
+    import embeddings_throughput
+
+    assert embeddings_throughput._without_rounds(
+        ["--start", "--rounds", "3", "--engine", "--rounds=2", "--direct"]
+    ) == ["--start", "--engine", "--direct"]
+    rates = iter([10.0, 30.0, 20.0])
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        rate = next(rates)
+        report = {
+            "model": "m",
+            "engine_one_at_a_time": {"sentences_per_s": 40.0},
+            "one_at_a_time": {"sentences_per_s": rate, "vs_engine": rate / 40},
+        }
+        return subprocess.CompletedProcess(cmd, 0, "log line\n" + json.dumps(report, indent=2))
+
+    monkeypatch.setattr(embeddings_throughput.subprocess, "run", fake_run)
+    summary = embeddings_throughput.run_rounds(["--start", "--engine"], 3, tmp_path)
+    assert len(calls) == 3 and all(c[-2:] == ["--start", "--engine"] for c in calls)
+    assert [r["one_at_a_time"]["sentences_per_s"] for r in summary["rounds"]] == [10, 30, 20]
+    assert summary["median"]["one_at_a_time.sentences_per_s"] == 20.0
+    assert summary["median"]["one_at_a_time.vs_engine"] == 0.5
+    assert summary["median"]["engine_one_at_a_time.sentences_per_s"] == 40.0
+    written = json.loads(Path(summary["written_to"]).read_text())
+    assert written["median"] == summary["median"]
