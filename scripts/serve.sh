@@ -88,7 +88,10 @@ ANNOUNCE_PID="" SERVE_PID=""
 stop() {
     if [ -n "$ANNOUNCE_PID" ]; then kill "$ANNOUNCE_PID" 2>/dev/null || true; fi
     if [ -n "$SERVE_PID" ]; then kill -TERM -- -"$SERVE_PID" 2>/dev/null || true; fi
-    kill -TERM -- -"$HEAD_PID" 2>/dev/null || return 0
+    # SIGTERM to `ray start --block` alone: it drains the node through the GCS, then
+    # stops what it started (~3 s). SIGTERM to the whole group takes the GCS down first
+    # and leaves that drain waiting 30 s for it.
+    kill -TERM "$HEAD_PID" 2>/dev/null || return 0
     for _ in $(seq 20); do  # up to 10 s for Ray's processes to go, then no more waiting
         kill -0 -- -"$HEAD_PID" 2>/dev/null || return 0
         sleep 0.5

@@ -122,21 +122,21 @@ def openai_stack(ray_serve):
 
     Returns the base URL of the OpenAI API."""
     from ray import serve
+    from ray.serve.api import RunTarget
 
     from deployments.llm.builder import build_app as build_llm
     from ingress.builder import build_app as build_ingress
 
+    # Both at once: the ingress replica starts while the engine does.
     # hermes: exercises the tool-call parser path of tool_choice "auto" (the random
     # model never writes a <tool_call>, so it answers in text).
-    serve.run(
-        build_llm(tiny_llm_args(default=True, aliases=[SNIPPET_MODEL], tool_call_parser="hermes")),
-        name=TINY_APP,
-        route_prefix=None,
-    )
-    serve.run(
-        build_ingress({"catalog_refresh_s": 0.5, "auth": {"enabled": False}}),
-        name="openai",
-        route_prefix="/",
+    llm_args = tiny_llm_args(default=True, aliases=[SNIPPET_MODEL], tool_call_parser="hermes")
+    ingress_args = {"catalog_refresh_s": 0.5, "auth": {"enabled": False}}
+    serve.run_many(
+        [
+            RunTarget(target=build_llm(llm_args), name=TINY_APP, route_prefix=None),
+            RunTarget(target=build_ingress(ingress_args), name="openai", route_prefix="/"),
+        ]
     )
     return f"{ray_serve}/v1/openai"
 

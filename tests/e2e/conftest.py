@@ -1,9 +1,12 @@
-"""The e2e modules' shared non-LLM applications: MiniLM embeddings and the tiny FLUX
-pipeline, each deployed once for the whole session on first use (by test_embeddings,
-test_images, test_node_sdk and test_playground) and left to the session's Serve
-shutdown. One engine start each instead of three: on the 2-core CI machine that is
-about a minute of `.ci/run`. The modules that use them run last, so that the two idle
-replicas (a few % of a core each) stay up no longer than needed.
+"""The e2e modules' shared applications, each deployed once for the whole session on
+first use and left to the session's Serve shutdown (an engine start costs about a
+minute of the 2-core CI machine's `.ci/run`):
+- MiniLM embeddings and the tiny FLUX pipeline (test_embeddings, test_images,
+  test_node_sdk, test_playground). The modules that use them run last, so that the two
+  idle replicas (a few % of a core each) stay up no longer than needed.
+- `tiny/limited`, a tiny LLM with a small concurrency limit and 1 s health checks
+  (test_disconnect_storm keeps its limit full; test_production takes its 429, kills
+  its replica, then its engine core): one start instead of three.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import os
 
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, driver_handle
+from tests.conftest import TEST_ENGINE_ENV, driver_handle, tiny_llm_args
 
 EMBEDDINGS_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDINGS_APP = "minilm"
 IMAGE_MODEL = "openai-serve/tiny-flux-random"
 IMAGE_APP = "tiny-flux"
 _SHARED = {"minilm_app", "flux_app"}
+LIMITED_APP, LIMITED_MODEL, LIMIT = "tiny-limited", "tiny/limited", 6
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,3 +80,22 @@ def flux_app(openai_stack):
         route_prefix=None,
     )
     return driver_handle(IMAGE_APP)
+
+
+@pytest.fixture(scope="session")
+def limited_app(openai_stack):
+    """The `tiny/limited` application (LIMIT requests at once, health checks every
+    second); returns its handle (for the engine's stats)."""
+    from ray import serve
+
+    from deployments.llm.builder import build_app
+
+    args = tiny_llm_args(model=LIMITED_MODEL, max_concurrent_requests=LIMIT)
+    args["deployment"].update({"health_check_period_s": 1, "health_check_timeout_s": 10})
+    actor = args["deployment"]["ray_actor_options"]
+    actor["runtime_env"]["env_vars"] = {
+        **actor["runtime_env"]["env_vars"],  # a copy: TEST_ENGINE_ENV is shared
+        "VLLM_CPU_OMP_THREADS_BIND": "1",  # the session engine has core 0
+    }
+    serve.run(build_app(args), name=LIMITED_APP, route_prefix=None)
+    return driver_handle(LIMITED_APP)

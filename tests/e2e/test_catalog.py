@@ -4,6 +4,7 @@ scale from zero, requests that wait for starting replicas, and the wait bound.""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -39,10 +40,17 @@ def _model_ids(base: str) -> set[str]:
     return {m["id"] for m in httpx.get(f"{base}/models").json()["data"]}
 
 
-@pytest.fixture(scope="module")
-def scale_from_zero_app(openai_stack):
-    """Version 2 of the tiny model: other weights (seed 1), and zero replicas until a
-    request comes."""
+V2_APP = "tiny-llama-v2"
+
+
+def test_added_version_scales_from_zero_answers_by_every_form_and_goes_when_removed(
+    client, openai_stack
+):
+    """Version 2 of the tiny model (other weights, seed 1), deployed while the ingress
+    runs, with zero replicas until a request comes: listed within seconds; its first
+    request waits for the replica to start, while /models says what that replica is
+    doing (deployments/progress.py); every addressing form reaches the right version;
+    deleted: 404 within seconds. One engine start for all of it."""
     from ray import serve
 
     from deployments.llm.builder import build_app
@@ -56,23 +64,55 @@ def scale_from_zero_app(openai_stack):
         "downscale_delay_s": 600,
         "target_ongoing_requests": 4,
     }
-    serve.run(build_app(args), name="tiny-llama-v2", route_prefix=None)
-    yield "tiny-llama-v2"
-    delete_app("tiny-llama-v2")
-
-
-def test_scale_from_zero_and_version_addressing(client, openai_stack, scale_from_zero_app):
-    listed = httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()
-    assert listed["running_replicas"] == 0 and listed["deploy_id"] == "tiny-llama-v2"
     start = time.monotonic()
-    v2 = _greedy(client, f"{TINY_MODEL}:2")  # waits for the replica to start
-    cold = time.monotonic() - start
-    print(f"\nscale from zero: first answer after {cold:.1f} s")
-    v1 = _greedy(client, f"{TINY_MODEL}:1")
-    assert v1 != v2  # different weights answer differently
-    assert _greedy(client, TINY_MODEL) == v1  # the declared default
-    assert _greedy(client, "deploy_id:tiny-llama-v2") == v2
-    assert _greedy(client, "deploy_id:tiny-llama-v1") == v1
+    _deploy_nowait(build_app(args), V2_APP)
+    try:
+        while f"deploy_id:{V2_APP}" not in _model_ids(openai_stack):
+            assert time.monotonic() - start < 30
+            time.sleep(0.1)
+        listed_s = time.monotonic() - start
+        while (listed := httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json())[
+            "status"
+        ] != "RUNNING":
+            assert time.monotonic() - start < 60, listed
+            time.sleep(0.2)
+        assert listed["running_replicas"] == 0 and listed["deploy_id"] == V2_APP
+        assert listed["status_message"] == "scaled to zero: the next request starts a replica"
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_greedy, client, f"{TINY_MODEL}:2")  # waits for the replica
+            seen = set()
+            while not first.done():
+                model = httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()
+                seen.add(model["status_message"])
+                assert time.monotonic() - start < 300, model
+                time.sleep(0.2)
+            v2 = first.result()
+        cold = time.monotonic() - start
+        print(
+            f"\nnew version listed after {listed_s:.1f} s; from zero: first answer after {cold:.1f} s"
+        )
+        assert "starting engine (2/2)" in seen, seen
+        assert httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()["status_message"] is None
+
+        v1 = _greedy(client, f"{TINY_MODEL}:1")
+        assert v1 != v2  # different weights answer differently
+        assert _greedy(client, TINY_MODEL) == v1  # the declared default
+        assert _greedy(client, f"deploy_id:{V2_APP}") == v2
+        assert _greedy(client, "deploy_id:tiny-llama-v1") == v1
+
+        serve.delete(V2_APP)
+        start = time.monotonic()
+        while f"deploy_id:{V2_APP}" in _model_ids(openai_stack):
+            assert time.monotonic() - start < 30
+            time.sleep(0.1)
+        print(f"removed version gone after {time.monotonic() - start:.1f} s")
+        for model in (f"{TINY_MODEL}:2", f"deploy_id:{V2_APP}"):
+            with pytest.raises(openai.NotFoundError):
+                client.completions.create(model=model, prompt="x", max_tokens=1)
+    finally:
+        delete_app(V2_APP)
 
 
 def test_unknown_forms_are_404(client):
@@ -80,44 +120,6 @@ def test_unknown_forms_are_404(client):
         with pytest.raises(openai.NotFoundError) as info:
             client.completions.create(model=model, prompt="x", max_tokens=1)
         assert info.value.body["code"] == "model_not_found" and model in info.value.body["message"]
-
-
-def test_added_app_is_routable_and_removed_app_is_gone(client, openai_stack):
-    """Deployed while the ingress runs: listed within seconds, its first request waits
-    for the starting replica and succeeds; deleted: 404 within seconds."""
-    from ray import serve
-
-    from deployments.llm.builder import build_app
-
-    start = time.monotonic()
-    _deploy_nowait(build_app(tiny_llm_args(model="tiny/custom", seed=2)), "custom-xyz")
-    while "deploy_id:custom-xyz" not in _model_ids(openai_stack):
-        assert time.monotonic() - start < 30
-        time.sleep(0.1)
-    listed = time.monotonic() - start
-    # While it starts, /models says what its replica is doing (deployments/progress.py).
-    seen = set()
-    while True:
-        model = httpx.get(f"{openai_stack}/models/deploy_id:custom-xyz").json()
-        if model["status"] == "RUNNING":
-            break
-        seen.add(model["status_message"])
-        assert time.monotonic() - start < 300, model
-        time.sleep(0.2)
-    assert "starting engine (2/2)" in seen, seen
-    assert model["status_message"] is None
-    text = _greedy(client, "deploy_id:custom-xyz")
-    answered = time.monotonic() - start
-    print(f"\nnew app listed after {listed:.1f} s, first answer after {answered:.1f} s")
-    assert text
-    serve.delete("custom-xyz")
-    start = time.monotonic()
-    while "deploy_id:custom-xyz" in _model_ids(openai_stack):
-        assert time.monotonic() - start < 30
-        time.sleep(0.1)
-    print(f"removed app gone after {time.monotonic() - start:.1f} s")
-    with pytest.raises(openai.NotFoundError):
-        client.completions.create(model="deploy_id:custom-xyz", prompt="x", max_tokens=1)
 
 
 def test_wait_bound_gives_503_with_retry_after(openai_stack):

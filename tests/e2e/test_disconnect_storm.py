@@ -15,35 +15,20 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import TINY_APP, TINY_MODEL, delete_app, driver_handle, tiny_llm_args
+from tests.conftest import TINY_APP, TINY_MODEL
+from tests.e2e.conftest import LIMIT, LIMITED_APP, LIMITED_MODEL
 
 pytestmark = pytest.mark.e2e
 
-# A model of its own with a small limit, so that "the whole limit at once" is cheap to
-# check and the storm keeps it full (its requests also take the 429 path).
-STORM_APP, STORM_MODEL, STORM_LIMIT = "tiny-storm", "tiny/storm", 8
+# The shared `tiny/limited` model (tests/e2e/conftest.py): its small limit is cheap to
+# check whole ("the whole limit at once") and the storm keeps it full (its requests also
+# take the 429 path).
+STORM_APP, STORM_MODEL, STORM_LIMIT = LIMITED_APP, LIMITED_MODEL, LIMIT
 CLIENTS, AT_ONCE = 300, 50
 STORM_BOUND_S = 180  # the whole storm; each client lives at most TTFT + 100 ms
 SEED = 20240601
 # Long enough that no request ends on its own before its client hangs up.
 MAX_TOKENS = 400
-
-
-@pytest.fixture(scope="module")
-def storm_handle(openai_stack):
-    from ray import serve
-
-    from deployments.llm.builder import build_app
-
-    args = tiny_llm_args(model=STORM_MODEL, max_concurrent_requests=STORM_LIMIT)
-    actor = args["deployment"]["ray_actor_options"]
-    actor["runtime_env"]["env_vars"] = {
-        **actor["runtime_env"]["env_vars"],  # a copy: TEST_ENGINE_ENV is shared
-        "VLLM_CPU_OMP_THREADS_BIND": "1",  # the session engine has core 0
-    }
-    serve.run(build_app(args), name=STORM_APP, route_prefix=None)
-    yield driver_handle(STORM_APP)
-    delete_app(STORM_APP)
 
 
 def _unfinished(handle) -> int:
@@ -122,9 +107,9 @@ def _running_gauges(metrics_url: str) -> dict[str, list[float]]:
 
 
 def test_disconnect_storm_leaves_nothing_behind(
-    openai_stack, tiny_app_handle, storm_handle, metrics_url
+    openai_stack, tiny_app_handle, limited_app, metrics_url
 ):
-    handles = {TINY_APP: tiny_app_handle, STORM_APP: storm_handle}
+    handles = {TINY_APP: tiny_app_handle, STORM_APP: limited_app}
     assert all(_unfinished(h) == 0 for h in handles.values())
     ttft = max(_ttft(openai_stack, TINY_MODEL), _ttft(openai_stack, STORM_MODEL))
     window = ttft + 0.1

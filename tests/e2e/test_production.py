@@ -13,15 +13,14 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import BEHIND_HAPROXY, TINY_APP, TINY_MODEL, delete_app, tiny_llm_args
+from tests.conftest import BEHIND_HAPROXY, TINY_APP, TINY_MODEL, delete_app
+from tests.e2e.conftest import LIMIT, LIMITED_APP, LIMITED_MODEL
 from tests.e2e.internals import assert_no_internals
 
 pytestmark = pytest.mark.e2e
 
 KEYS = ("sk-test-one", "sk-test-two")
 KEY_LIMIT = 2  # the secure ingress's auth.max_concurrent_requests_per_key
-LIMITED_APP, LIMITED_MODEL, LIMIT = "tiny-limited", "tiny/limited", 6
-MP_APP, MP_MODEL = "tiny-mp", "tiny/mp"
 
 
 def _key_id(key: str) -> str:
@@ -74,24 +73,6 @@ def secure_base(openai_stack):
     )
     yield openai_stack.replace("/v1/openai", "/secure/v1/openai")
     delete_app("openai-secure")
-
-
-@pytest.fixture(scope="module")
-def limited_app(openai_stack):
-    """A tiny-model app with a low concurrency limit and fast health checks."""
-    from ray import serve
-
-    from deployments.llm.builder import build_app
-
-    args = tiny_llm_args(model=LIMITED_MODEL, max_concurrent_requests=LIMIT)
-    args["deployment"].update({"health_check_period_s": 1, "health_check_timeout_s": 10})
-    args["deployment"]["ray_actor_options"]["runtime_env"]["env_vars"] = {
-        **args["deployment"]["ray_actor_options"]["runtime_env"]["env_vars"],
-        "VLLM_CPU_OMP_THREADS_BIND": "1",
-    }  # the session engine has core 0
-    serve.run(build_app(args), name=LIMITED_APP, route_prefix=None)
-    yield
-    delete_app(LIMITED_APP)
 
 
 # --- API keys --------------------------------------------------------------------
@@ -362,50 +343,30 @@ def test_killed_replica_under_load(openai_stack, limited_app):
     assert r.usage.completion_tokens == 3
 
 
-@pytest.fixture
-def mp_app(openai_stack):
-    """A tiny-model app whose engine core runs in a process of its own, as vLLM's
-    default (which production keeps) has it; the session's engines run in-process
-    (VLLM_ENABLE_V1_MULTIPROCESSING=0) to start faster, so they have no core to kill.
-    Deleted at the end: it costs an engine start, and one more for its replacement."""
-    from ray import serve
-
-    from deployments.llm.builder import build_app
-
-    args = tiny_llm_args(model=MP_MODEL)
-    args["deployment"].update({"health_check_period_s": 1, "health_check_timeout_s": 10})
-    actor = args["deployment"]["ray_actor_options"]
-    actor["runtime_env"]["env_vars"] = {
-        **actor["runtime_env"]["env_vars"],  # a copy: TEST_ENGINE_ENV is shared
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": "1",  # the session engine has core 0
-    }
-    serve.run(build_app(args), name=MP_APP, route_prefix=None)
-    yield
-    delete_app(MP_APP)
-
-
-def test_dead_engine_core_marks_replica_unhealthy(openai_stack, mp_app):
+def test_dead_engine_core_marks_replica_unhealthy(openai_stack, limited_app):
+    """vLLM's AsyncLLM runs its engine core in a child process of the replica (with
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 too: that setting keeps the model worker inside
+    the core process); kill it, and the replica's health check must fail."""
     import psutil
 
-    (pid,) = _wait_one_pid(MP_APP)
+    (pid,) = _wait_one_pid(LIMITED_APP)
     cores = psutil.Process(pid).children(recursive=True)
     # Fail, never skip: without a child process this test would prove nothing.
-    assert cores, (
-        f"replica {pid} has no child process: its engine runs in-process "
-        "(is VLLM_ENABLE_V1_MULTIPROCESSING=1 reaching the replica?)"
-    )
+    assert cores, f"replica {pid} has no child process: where is vLLM's engine core?"
     print(f"\nreplica {pid}: killing {[(p.pid, p.name()) for p in cores]}")
     for p in cores:
         p.kill()
     replaced = _wait(
-        lambda: _running_replica_pids(MP_APP) not in ([], [pid]),
+        lambda: _running_replica_pids(LIMITED_APP) not in ([], [pid]),
         180,
         "Serve to replace the replica whose engine died",
     )
     print(f"engine core killed: replica replaced after {replaced:.1f} s")
     client = openai.OpenAI(base_url=openai_stack, api_key="x", max_retries=3)
-    assert client.completions.create(model=MP_MODEL, prompt="x", max_tokens=2).usage
+    r = client.completions.create(
+        model=LIMITED_MODEL, prompt="x", max_tokens=2, extra_body={"ignore_eos": True}
+    )
+    assert r.usage.completion_tokens == 2
 
 
 def _wait_one_pid(app: str) -> list[int]:
