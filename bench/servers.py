@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("vllm", "rayllm", "ours")
 # "ours" runs as scripts/serve.sh does by default: in Ray Serve's throughput mode
 # (OURS_ENV), with the background periods of scripts/single_node.env. Not in the default
-# run: "ours-classic", the fallback (OPENAI_SERVE_THROUGHPUT=0), and "ours-ha", ours behind
+# run: "ours-classic", the fallback (RAY_SERVE_THROUGHPUT_OPTIMIZED=0), and "ours-ha", ours behind
 # Ray Serve's HAProxy ingress (HAProxy in C instead of the Python proxy actor, the ingress
 # replica serving HTTP itself; OPENAI_SERVE_HAPROXY=1).
 OURS_ENV = {
@@ -61,7 +61,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-# The embedded default's background periods (README "Idle CPU"), which scripts/serve.sh
+# The embedded default's background periods (docs/performance.md "Idle CPU"), which scripts/serve.sh
 # exports: every `ours` server gets them, so the benchmark measures the default as
 # shipped; "ours-raydefaults" leaves Ray's and Serve's own periods (runs before
 # 2026-12-02 measured ours that way). Baselines keep Ray's defaults.
@@ -114,9 +114,6 @@ HAPROXY_ENV = {
 VARIANTS = {
     "ours-ha": ("ours", HAPROXY_ENV),
     "ours-classic": ("ours", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
-    # The stream channel off: every chunk a Serve streaming item, model replica →
-    # ingress (the path before ingress/channel.py).
-    "ours-raystream": ("ours", {"OPENAI_SERVE_STREAM_CHANNEL": "0"}),
     # Without scripts/single_node.env: Ray's and Serve's background periods.
     "ours-raydefaults": ("ours", {}),
     "rayllm-fast": ("rayllm", RAYLLM_FAST_ENV),
@@ -125,6 +122,12 @@ VARIANTS = {
     "ours-mp": ("ours", {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
     # `vllm serve` with its engine as one process too, as "ours" runs it.
     "vllm-uniproc": ("vllm", {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    "ours-nohold": ("ours", {}),
+}
+# Arguments of our LLM application that a variant changes on top of "ours" as shipped.
+VARIANT_APP_ARGS = {
+    # Every engine step its own chunk, at any load (no stream_interval_ms hold).
+    "ours-nohold": {"stream_interval_ms": 0},
 }
 MARKER = "LLM_BENCH_RUN"
 
@@ -321,6 +324,7 @@ class Server:
             shipped = {} if self.kind == "ours-raydefaults" else SINGLE_NODE_ENV
             defaults = {**shipped, **OURS_ENV}
         self.extra_env = {**defaults, **env, **self.extra_env}
+        self.app_args = {**VARIANT_APP_ARGS.get(self.kind, {}), **self.app_args}
 
     @property
     def base_url(self) -> str:

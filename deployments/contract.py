@@ -268,18 +268,6 @@ class GenerationResult:
     completion_tokens: int
 
 
-@dataclass(slots=True)
-class StreamEnd:
-    """How a generation streamed over the stream channel ended
-    (deployments/stream_channel.py): `sent` items went over the channel, and `last`
-    is the final item: the finished chunk, or an ErrorInfo (the only item when the
-    request was rejected). `last` None: the channel could not be opened and nothing
-    ran; the caller streams over Serve instead."""
-
-    sent: int
-    last: GenerationChunk | ErrorInfo | None
-
-
 class LLMDeployment(Protocol):
     """What the ingress may call on an LLM application's handle.
 
@@ -296,12 +284,6 @@ class LLMDeployment(Protocol):
             chunks if the engine fails mid-stream. Cancelling the iteration aborts
             the engine request.
         """
-        ...
-
-    async def generate_to(self, request: GenerateRequest, target: Any) -> StreamEnd:
-        """Runs a generation, sending its items but the last over the stream channel
-        to `target` (a stream_channel.ChannelTarget); the same items as `generate`.
-        Cancelling the call aborts the engine request."""
         ...
 
     async def complete(self, request: GenerateRequest) -> GenerationResult | ErrorInfo:

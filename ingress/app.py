@@ -102,8 +102,6 @@ def build_asgi_app(api: Api, node_metrics: NodeMetrics | None = None) -> Starlet
         finally:
             refresher.cancel()
             node.close()
-            if api.forwarder.channel is not None:
-                api.forwarder.channel.close()
 
     def post(path: str, handler: Handler, task: Task) -> Route:
         return Route(f"{API_PREFIX}{path}", _endpoint(api, handler, task), methods=["POST"])

@@ -66,7 +66,7 @@ class IngressConfig(BaseModel):
         default_factory=RequestBounds,
         description="Bounded work per chat/completions request: sequences, stop, "
         "messages, prompt characters, tools, logprobs, JSON-schema budgets "
-        "(ingress/bounds.py; README 'Bounded work per request').",
+        "(ingress/bounds.py; docs/production.md 'Bounded work per request').",
     )
     catalog_refresh_s: float = Field(
         default=2.0,
@@ -76,19 +76,6 @@ class IngressConfig(BaseModel):
         "every `catalog_miss_refresh_s`).",
     )
     catalog_miss_refresh_s: float = Field(default=0.5, ge=0)
-    stream_channel: bool = Field(
-        default=True,
-        description="Stream chat/completions items from the model replicas over this "
-        "replica's stream channel (ingress/channel.py: one authenticated TCP connection "
-        "per model replica, one frame per engine step for all its requests) instead of "
-        "one Serve streaming item per chunk. The environment variable "
-        "OPENAI_SERVE_STREAM_CHANNEL=0 turns it off too.",
-    )
-    stream_channel_host: str | None = Field(
-        default=None,
-        description="Address the stream channel listens on; None: this node's address "
-        "as Ray knows it (loopback in the embedded default, the node IP in a cluster).",
-    )
     deployment: dict[str, Any] = Field(
         default_factory=dict, description="Serve options for the ingress deployment."
     )

@@ -9,7 +9,6 @@ from starlette.applications import Starlette
 
 from ingress.app import build_asgi_app
 from ingress.catalog import Catalog
-from ingress.channel import StreamChannel, channel_enabled
 from ingress.config import IngressConfig
 from ingress.endpoints import Api
 from ingress.forward import Forwarder
@@ -36,11 +35,6 @@ class OpenAIIngress:
             handles,
             IngressMetrics(),
             key_limit=self._config.auth.max_concurrent_requests_per_key,
-            channel=(
-                StreamChannel(self._config.stream_channel_host)
-                if channel_enabled(self._config.stream_channel)
-                else None
-            ),
         )
         self._api = Api(self._config, forwarder)
 

@@ -9,10 +9,8 @@ Every endpoint, after parsing its body, goes through here:
     wait      bounded wait for a replica to take the call (503 model_not_ready)
     answer    unary: the result, or its ErrorInfo raised as an OpenAIError;
               stream: the first item peeked (an error before output is a status,
-              not an SSE event), then a ForwardedStream the endpoint frames; its
-              items come over this replica's stream channel (ingress/channel.py:
-              one frame per engine step for all requests of a model replica), or
-              as Serve streaming items when the channel is off or unreachable
+              not an SSE event), then a ForwardedStream the endpoint frames (its
+              items are Serve streaming items from the model replica)
     release   the slots, exactly once: at the end of a unary call, or when the
               stream's response closes, whatever way it closes
 
@@ -37,7 +35,6 @@ from pydantic import BaseModel
 
 from deployments.contract import ErrorInfo, Task
 from ingress.catalog import DEPLOY_ID_PREFIX, Catalog, CatalogEntry
-from ingress.channel import ChannelStream, ChannelUnavailable, StreamChannel
 from ingress.errors import OpenAIError, from_info
 from ingress.handles import HandleCache, wait_assigned
 from ingress.limits import ConcurrencyLimiter, Slot
@@ -47,9 +44,6 @@ logger = logging.getLogger("ray.serve")
 
 # How often a waiting call re-checks whether its application failed meanwhile.
 _WAIT_POLL_S = 2.0
-# After a model replica could not reach the stream channel, how long its application's
-# streams go over Serve before the channel is tried again.
-_CHANNEL_RETRY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -95,7 +89,6 @@ class Forwarder:
     Args:
         key_limit: requests in flight per API key on this replica
             (auth.max_concurrent_requests_per_key); None: no per-key limit.
-        channel: this replica's stream channel; None: streams go over Serve alone.
     """
 
     def __init__(
@@ -105,13 +98,8 @@ class Forwarder:
         metrics: IngressMetrics,
         *,
         key_limit: int | None = None,
-        channel: StreamChannel | None = None,
     ) -> None:
         self.catalog = catalog
-        self.channel = channel
-        # Applications whose replicas could not reach the channel: until when they
-        # stream over Serve (a replica on a node that cannot reach this one).
-        self._channel_off_until: dict[str, float] = {}
         self.handles = handles
         self.metrics = metrics
         self.limiter = ConcurrencyLimiter()  # by CatalogEntry.limit_key
@@ -197,11 +185,6 @@ class Forwarder:
     ) -> ForwardedStream:
         """Starts a streaming call and waits for its first item.
 
-        With the stream channel on (ingress/channel.py), `method` is called as
-        `{method}_to` and its items arrive over the channel; if the replica cannot
-        reach the channel, this request, and the application's next ones for a while,
-        stream over Serve.
-
         Raises:
             OpenAIError: as `call`, including an ErrorInfo sent as the first item.
         """
@@ -209,19 +192,10 @@ class Forwarder:
         timer = self._timer(ctx, entry)
         stream: Any = None
         try:
-            first = None
-            if self.channel is not None and self._channel_ok(entry.deploy_id):
-                stream = await self._channel_call(entry, method, payload)
-                try:
-                    first = await self._first_or_assigned(stream, entry, ctx.request_id)
-                except ChannelUnavailable:
-                    self._channel_off_until[entry.deploy_id] = time.monotonic() + _CHANNEL_RETRY_S
-                    stream = None
-            if stream is None:
-                handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=True), entry)
-                stream = getattr(handle, method).remote(payload)
-                await self._wait_for_replica(stream, entry, ctx.request_id)
-                first = await _first_item(stream)
+            handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=True), entry)
+            stream = getattr(handle, method).remote(payload)
+            await self._wait_for_replica(stream, entry, ctx.request_id)
+            first = await _first_item(stream)
         except BaseException:
             if stream is not None:
                 stream.cancel()
@@ -232,40 +206,6 @@ class Forwarder:
             self._release(slots, entry)
             raise from_info(first)
         return ForwardedStream(first, stream, timer, lambda: self._release(slots, entry))
-
-    async def _first_or_assigned(
-        self, stream: ChannelStream, entry: CatalogEntry, request_id: str
-    ) -> Any:
-        """The stream's first item, with the wait for a replica bounded as on the other
-        paths. Serve reports a unary call as assigned only when it has ended (seen
-        with Ray 2.60), so an item that arrives first proves the assignment too."""
-        first = asyncio.ensure_future(_first_item(stream))
-        assigned = asyncio.ensure_future(self._wait_for_replica(stream.response, entry, request_id))
-        try:
-            await asyncio.wait({first, assigned}, return_when=asyncio.FIRST_COMPLETED)
-            if not first.done():
-                assigned.result()  # raises the 503 when no replica took the call in time
-            return await first
-        finally:
-            for task in (first, assigned):
-                task.cancel()
-
-    def _channel_ok(self, deploy_id: str) -> bool:
-        until = self._channel_off_until.get(deploy_id)
-        return until is None or time.monotonic() >= until
-
-    async def _channel_call(
-        self, entry: CatalogEntry, method: str, payload: BaseModel
-    ) -> ChannelStream:
-        assert self.channel is not None
-        handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=False), entry)
-        target, queue = await self.channel.open()
-        try:
-            response = getattr(handle, f"{method}_to").remote(payload, target)
-        except BaseException:
-            self.channel.forget(target.key)
-            raise
-        return ChannelStream(self.channel, target.key, queue, response)
 
     # --- the steps ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import ingress
 
 ENGINE_MODULES = ["vllm", "torch", "transformers", "diffusers"]
 CONTRACT = "deployments.contract"
-SHARED = {CONTRACT, "deployments.stream_channel"}
+SHARED = {CONTRACT}
 
 
 def _modules(package: object) -> list[str]:

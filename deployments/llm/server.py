@@ -22,7 +22,6 @@ from deployments.contract import (
     GenerateRequest,
     GenerationChunk,
     GenerationResult,
-    StreamEnd,
 )
 from deployments.engines import AdapterRef, EngineStep, LLMEngine, LLMEngineClass
 from deployments.errors import InvalidAdapter, engine_error, planning_error
@@ -31,7 +30,6 @@ from deployments.llm.config import LLMAppConfig
 from deployments.llm.plan import ChoiceAssembler, Plan, build_plan
 from deployments.llm.vllm_engine import VLLMEngine
 from deployments.server_base import ModelServer
-from deployments.stream_channel import ChannelSenders, ChannelTarget
 
 logger = logging.getLogger("ray.serve")
 
@@ -73,8 +71,6 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         # Generations running on this replica: chunks are held (stream_interval_ms)
         # only while there are at least `stream_hold_min_streams` of them.
         self._active = 0
-        # Connections to the ingress replicas' stream channels (generate_to).
-        self._channels = ChannelSenders()
 
     async def _publish_stats(self, period_s: float = 0.5) -> None:
         """Exports the engine's own count of requests it holds (running or waiting),
@@ -115,16 +111,12 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
             "adapter_loads": dict(self._adapters.loads),
             "replica": replica,
             "engine": id(self._engine),
-            "stream_channel": self._channels.stats(),
         }
 
     def __del__(self) -> None:
         task = getattr(self, "_stats_task", None)
         if task is not None:
             task.cancel()
-        channels = getattr(self, "_channels", None)
-        if channels is not None:
-            channels.close()
         planner = getattr(self, "_planner", None)
         if planner is not None:
             planner.shutdown(wait=False, cancel_futures=True)
@@ -153,39 +145,6 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
                     yield item
         finally:
             await asyncio.shield(self._adapters.release(spec))
-
-    async def generate_to(self, request: GenerateRequest, target: ChannelTarget) -> StreamEnd:
-        """Streams a generation over the ingress's stream channel; see
-        contract.LLMDeployment.generate_to and deployments/stream_channel.py."""
-        try:
-            channel = await self._channels.get(target)
-        except Exception as exc:
-            # Nothing has run: the ingress streams this request over Serve instead.
-            logger.warning(
-                "request %s: stream channel to %s:%s unavailable (%s); the ingress "
-                "falls back to Serve streaming",
-                request.request_id,
-                target.host,
-                target.port,
-                type(exc).__name__,
-            )
-            return StreamEnd(0, None)
-        sent = 0
-        last: GenerationChunk | ErrorInfo | None = None
-        async with aclosing(self.generate(request)) as items:
-            # Read to its end (not left at the last item), so the generator finishes
-            # rather than being closed, which would abort requests already done.
-            async for item in items:
-                if isinstance(item, ErrorInfo) or item.finished:
-                    last = item
-                    continue
-                channel.send(target.key, item)  # ChannelBroken: the ingress is gone
-                sent += 1
-                await channel.drain_if_backlogged()
-        channel.flush()  # the items before the last leave before the answer
-        if last is None:
-            raise RuntimeError(f"request {request.request_id}: generation ended without an end")
-        return StreamEnd(sent, last)
 
     def _adapter_unavailable(
         self, spec: AdapterSpec, exc: InvalidAdapter, request_id: str
@@ -243,7 +202,8 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
                             deltas, plan.prompt_tokens, completion_tokens, finished=pending == 0
                         )
                         if interval and pending and self._hold_chunks():
-                            # Each chunk costs two Ray hops whatever it holds. While we
+                            # Each chunk costs two Serve hops (model replica → ingress
+                            # → proxy) whatever it holds. While we
                             # wait, vLLM's per-request collector merges the engine's new
                             # deltas, so the next pull returns them as one output; a
                             # stream slower than the interval finds nothing waiting.
