@@ -163,7 +163,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> Result:
                 if any(c.get("text") for c in chunk.get("choices") or ()):
                     times.append(now)
         end = time.perf_counter()
-    except (httpx.HTTPError, json.JSONDecodeError, asyncio.TimeoutError) as e:
+    except (TimeoutError, httpx.HTTPError, json.JSONDecodeError) as e:
         return Result(ok=False, error=f"{type(e).__name__}: {e}"[:200])
     tokens = int(usage.get("completion_tokens") or 0)
     if not times:

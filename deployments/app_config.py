@@ -4,10 +4,9 @@ vLLM engines (VLLMEngineConfig). The LLM, embeddings and image configs extend th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from typing_extensions import Self
 
 from deployments.contract import ModelCard
 

@@ -1,14 +1,16 @@
 """Serve deployment options of the model applications: the shared base, the task's
 defaults and the config's `deployment:`, merged by the one rule every builder uses
 (`merge_options`, in deployments/contract.py because the ingress's builder uses it
-too), and the binding of a model application.
+too), the binding of a model application, and `ModelAppBuilder`, the one builder the
+three tasks' builder.py modules instantiate.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from deployments.app_config import ModelAppConfig
 from deployments.contract import MODEL_CARD_ENV, MODEL_CARD_KEY, merge_options
@@ -119,3 +121,61 @@ def bind_model_app(
     # returns the Deployment itself.
     deployment = cast("Deployment", serve.deployment(server_cls))
     return deployment.options(**options).bind(config.model_dump(mode="json"), **kwargs)
+
+
+EngineClassT = TypeVar("EngineClassT")
+
+
+class ModelAppBuilder(Generic[EngineClassT]):
+    """The one builder of a model application (LLM, embeddings, images): validate the
+    serve_config.yaml `args` with the server's own config class, then `bind_model_app`.
+
+    A task's builder.py makes one, typed by its engine class (deployments/engines.py),
+    and exposes its two entries as module functions:
+
+    - `build_app(args)`: Serve's entry, the `import_path` of serve_config.yaml. Serve
+      accepts only a plain function (not a bound method) of exactly one argument, so
+      this is one, made per builder.
+    - `build_app_with_engine(args, engine_cls=None)`: the engine seam (tests).
+    """
+
+    def __init__(
+        self, server_cls: type[ModelServer[Any, Any]], defaults: dict[str, Any], prefix: str
+    ) -> None:
+        """Args:
+        server_cls: the task's ModelServer subclass; its `config_cls` validates the args.
+        defaults: the task's Serve options, over MODEL_DEPLOYMENT_BASE.
+        prefix: the task, for the deployment name ("LLM", "Embeddings", "Image").
+        """
+        self.server_cls = server_cls
+        self.defaults = defaults
+        self.prefix = prefix
+
+        def build_app(args: dict[str, Any]) -> Application:
+            """Serve's entry: `build_app_with_engine(args)` with the real engine."""
+            return self.build_app_with_engine(args)
+
+        self.build_app: Callable[[dict[str, Any]], Application] = build_app
+
+    def build_app_with_engine(
+        self, args: dict[str, Any], engine_cls: EngineClassT | None = None
+    ) -> Application:
+        """Builds the Serve application for one model version.
+
+        Args:
+            args: one application's `args` from serve_config.yaml (the server's
+                `config_cls`).
+            engine_cls: the engine class the replicas use; None: the server's default
+                (the real engine). Tests pass a typed fake (tests/fakes.py).
+
+        Returns:
+            The bound server deployment, its model card in `user_config`
+            (`bind_model_app`).
+
+        Raises:
+            pydantic.ValidationError: `args` does not describe a valid config.
+        """
+        config = self.server_cls.config_cls.model_validate(args)
+        return bind_model_app(
+            self.server_cls, config, self.defaults, self.prefix, engine_cls=engine_cls
+        )

@@ -88,7 +88,7 @@ def replica_reporter(name: str) -> ProgressReporter:
         from ray.serve.context import _get_internal_replica_context
     except ImportError:
         return ProgressReporter(name)
-    context = _get_internal_replica_context()
+    context = _get_internal_replica_context()  # type: ignore[no-untyped-call]  # Ray's, unannotated
     if context is None:  # not inside a replica (unit tests)
         return ProgressReporter(name)
     key = progress_key(context.app_name, context.replica_id.unique_id)

@@ -38,7 +38,7 @@ def share_one_gloo_device() -> bool:
         return False
     shared: list[Any] = []  # the device, made on first use (it binds a host address)
 
-    class OneDeviceGloo(base):  # type: ignore[misc,valid-type]
+    class OneDeviceGloo(base):  # type: ignore[misc]
         """ProcessGroupGloo whose default options name the shared device. A subclass,
         not a function, so `isinstance(pg, ProcessGroupGloo)` still holds."""
 
@@ -63,5 +63,6 @@ def share_one_gloo_device() -> bool:
             options._devices = [shared[0]]
             super().__init__(store, rank, size, options)
 
-    c10d.ProcessGroupGloo = OneDeviceGloo
+    # A monkeypatch of torch's class, which its stubs declare fixed.
+    c10d.ProcessGroupGloo = OneDeviceGloo  # type: ignore[misc,assignment]
     return True

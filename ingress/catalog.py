@@ -19,7 +19,7 @@ Addressing (the model string a client sends):
     "deploy_id:ID"     the application named ID, whatever it serves
     "deploy_id:ID/V"   the LoRA adapter version V of application ID
 
-LoRA adapters (README "Versions as adapters"): an LLM application lists them in the
+LoRA adapters (docs/api.md "Versions as adapters"): an LLM application lists them in the
 same `user_config`, and each becomes one more entry of that application, with its own
 version (the card's `base_version` names the base's).
 """

@@ -62,5 +62,5 @@ async def wait_assigned(response: Any, timeout_s: float) -> None:
         # Ray has no public awaitable for "assigned"; this private coroutine is the
         # one `_to_object_ref` awaits, kept to this one place.
         await asyncio.wait_for(asyncio.shield(response._fetch_future_result_async()), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TimeoutError from None

@@ -2,8 +2,10 @@
 # The test suite's tools outside Python: node >= 20 with npm, each tests/*/ folder's
 # npm packages exactly as its package-lock.json pins them (tests/browser: playwright-core
 # for tests/e2e/test_playground.py; tests/node: the openai SDK), and Debian's chromium
-# for the browser tests (never a browser that playwright downloads). install.sh runs
-# this when its extras include "test". Idempotent.
+# for the browser tests (never a browser that playwright downloads). `scripts/install.sh
+# --test` runs this, and so does scripts/test.sh before every run. Idempotent, and quick
+# when all is there: apt-get only for what is missing, `npm ci` only in a folder whose
+# node_modules was not installed from its current package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -23,8 +25,15 @@ if [ "$major" -lt 20 ]; then
     exit 1
 fi
 # npm ci: exactly the lockfile's versions. PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: playwright-core
-# downloads nothing anyway, and this keeps it so should a dependency ever ask.
+# downloads nothing anyway, and this keeps it so should a dependency ever ask. The stamp
+# (the lockfile's sha256, written once npm ci succeeded) skips a folder already installed
+# from that lockfile.
 for lock in tests/*/package-lock.json; do
-    (cd "$(dirname "$lock")" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    dir="$(dirname "$lock")"
+    stamp="$dir/node_modules/.openai-serve-lock.sha256"
+    want="$(sha256sum "$lock" | cut -d' ' -f1)"
+    [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && continue
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
 done
 echo "test tools: $(/usr/bin/chromium --version 2>/dev/null | head -1) | node $(node --version) | playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Tooling is policy: ruff (lint and format) on the whole tree, mypy --strict on the
-# ingress and the contract (pyproject.toml holds both configurations).
+# Tooling is policy: ruff (lint and format) on the whole tree, mypy --strict on all of
+# ingress/ and deployments/ (pyproject.toml holds both configurations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .

@@ -9,11 +9,11 @@
 #   OPENAI_SERVE_RAY_TEMP_DIR   the head's Ray temp dir: logs, sockets, its address file
 #                               (default /tmp/openai-serve-ray-$UID)
 #   OPENAI_SERVE_DASHBOARD      0: start the head without Ray's dashboard (default 1)
-#   OPENAI_SERVE_THROUGHPUT     0: Serve's classic data plane instead of its throughput
-#                               mode (default 1; README "Ray Serve's throughput mode")
+#   RAY_SERVE_THROUGHPUT_OPTIMIZED  0: Serve's classic data plane instead of its
+#                               throughput mode (default 1 here; docs/performance.md)
 #   OPENAI_SERVE_HAPROXY        1: Ray Serve's HAProxy in front of the ingress instead of
 #                               its Python proxy, closed by scripts/haproxy_guard.py
-#                               (default 0; README "HAProxy in front")
+#                               (default 0; docs/performance.md "HAProxy in front")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${1:-serve_config.yaml}"
@@ -37,16 +37,16 @@ source scripts/ray_auth.sh
 # node address (the head and its clients must agree on it; see scripts/ray_head.sh).
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 VLLM_HOST_IP=127.0.0.1 RAY_PORT="$PORT" \
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-# Ray Serve's throughput mode (README "Ray Serve's throughput mode"): gRPC between
-# replicas and Serve's other latency-first defaults; +17-20 % tokens/s here, every e2e
-# test passes in it (tests/conftest.py runs them so). Its ingress drains for 30 s before
-# it stops, for load balancers this one-node default does not have: 1 s. Fallback:
-# OPENAI_SERVE_THROUGHPUT=0.
-if [ "${OPENAI_SERVE_THROUGHPUT:-1}" = "1" ]; then
-    export RAY_SERVE_THROUGHPUT_OPTIMIZED="${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}" \
-        RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="${RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S:-1}"
+# Ray Serve's throughput mode (docs/performance.md "Ray Serve's throughput mode"): gRPC
+# between replicas and Serve's other latency-first defaults; +17-20 % tokens/s here, every
+# e2e test passes in it (tests/conftest.py runs them so). Its ingress drains for 30 s
+# before it stops, for load balancers this one-node default does not have: 1 s. Ray's own
+# variable is the switch: RAY_SERVE_THROUGHPUT_OPTIMIZED=0 falls back to the classic mode.
+export RAY_SERVE_THROUGHPUT_OPTIMIZED="${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}"
+if [ "$RAY_SERVE_THROUGHPUT_OPTIMIZED" = "1" ]; then
+    export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="${RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S:-1}"
 fi
-# HAProxy in front (README "HAProxy in front"): Ray Serve runs HAProxy through
+# HAProxy in front (docs/performance.md "HAProxy in front"): Ray Serve runs HAProxy through
 # scripts/haproxy_guard.py, which binds its stats and Prometheus listeners on the API's
 # address (Ray's config has them on every interface), makes its admin socket owner-only
 # and its "no replica" answers OpenAI-shaped. 64 KB buffer: header sets up to the
@@ -70,7 +70,7 @@ if [ "${OPENAI_SERVE_HAPROXY:-0}" = "1" ]; then
         RAY_SERVE_HAPROXY_SERVER_STATE_BASE="$HAPROXY_DIR" \
         RAY_SERVE_HAPROXY_SERVER_STATE_FILE="$HAPROXY_DIR/server-state"
 fi
-# Idle CPU (README "Idle CPU"): Ray's and Serve's background periods for this one-node
+# Idle CPU (docs/performance.md "Idle CPU"): Ray's and Serve's background periods for this one-node
 # default, from scripts/single_node.env (the benchmark reads the same file). Exported
 # here, so the head, every worker and `serve run` get them; a value already in the
 # environment wins.

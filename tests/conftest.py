@@ -30,7 +30,7 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # OPENAI_SERVE_HAPROXY=1 runs the tests behind Ray Serve's HAProxy ingress, closed by
-# scripts/haproxy_guard.py, as scripts/serve.sh runs it with the same switch (README
+# scripts/haproxy_guard.py, as scripts/serve.sh runs it with the same switch (docs/performance.md
 # "HAProxy in front"); its stats and Prometheus ports are this run's own, so a stack
 # already running on this machine keeps 8404/9101.
 if os.environ.get("OPENAI_SERVE_HAPROXY") == "1":

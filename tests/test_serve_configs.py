@@ -35,10 +35,10 @@ def test_serve_can_build_the_application(app):
 
 
 def test_the_readme_adapter_example_deploys_as_written():
-    """README "Versions as adapters": the YAML is a valid application, it builds, and its
+    """docs/api.md "Versions as adapters": the YAML is a valid application, it builds, and its
     `deployments:` override names the deployment the builder makes (else `serve deploy`
     fails with "Deployment ... does not exist")."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "api.md").read_text()
     section = readme[readme.index("## Versions as adapters") :]
     block = section[section.index("```yaml") + len("```yaml") : section.index("```\n", 10)]
     app = yaml.safe_load(block)[0]
@@ -52,7 +52,7 @@ def test_the_readme_adapter_example_deploys_as_written():
 
 def test_the_benchmark_runs_the_cpu_engine_layout_the_default_ships():
     """serve_config.yaml's chat and embedding models run vLLM's engine as one process on
-    CPU (README "One engine process"); bench/servers.py's `ours` must measure that layout, `ours-mp` the
+    CPU (docs/performance.md "One engine process"); bench/servers.py's `ours` must measure that layout, `ours-mp` the
     other one, and the GPU config keeps vLLM's default."""
     import servers  # bench/, on pytest's pythonpath
 

@@ -4,7 +4,10 @@ values, and a value already in the environment wins in the shell."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,114 @@ def test_a_malformed_line_is_refused(tmp_path):
     bad.write_text("# fine\nNOT A LINE\n")
     with pytest.raises(ValueError, match=r"x\.env"):
         servers.read_env_file(bad)
+
+
+# Where the installed Ray reads each setting of single_node.env: "module:attribute" of
+# the constant the variable sets at import, and of each reader that holds it otherwise (a
+# `from ... import NAME` copy, or a module reference it reads through at run time).
+RAY_READERS = {
+    # The controller's `await asyncio.sleep(CONTROL_LOOP_INTERVAL_S)` between passes.
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": [
+        "ray.serve._private.constants:CONTROL_LOOP_INTERVAL_S",
+        "ray.serve._private.controller:CONTROL_LOOP_INTERVAL_S",
+    ],
+    # Every replica's and every handle's router's cached-metrics period.
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": [
+        "ray.serve._private.constants:RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
+        "ray.serve._private.replica:RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
+        "ray.serve._private.router:RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
+    ],
+    # The log monitor re-globs every pass below this many files; 0: never below it.
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": [
+        "ray._private.log_monitor:RAY_LOG_MONITOR_MANY_FILES_THRESHOLD",
+    ],
+    # ...and otherwise once per this period.
+    "LOG_NAME_UPDATE_INTERVAL_S": ["ray._private.log_monitor:LOG_NAME_UPDATE_INTERVAL_S"],
+    # The dashboard agent's reporter sleeps `reporter_consts.REPORTER_UPDATE_INTERVAL_MS`.
+    "REPORTER_UPDATE_INTERVAL_MS": [
+        "ray.dashboard.modules.reporter.reporter_consts:REPORTER_UPDATE_INTERVAL_MS",
+        "ray.dashboard.modules.reporter.reporter_agent:reporter_consts.REPORTER_UPDATE_INTERVAL_MS",
+    ],
+    # The dashboard head's `_record_dashboard_metrics` loop period (read at its import).
+    "METRICS_RECORD_INTERVAL_S": [
+        "ray.dashboard.consts:METRICS_RECORD_INTERVAL_S",
+        "ray.dashboard.head:dashboard_consts.METRICS_RECORD_INTERVAL_S",
+    ],
+}
+
+# Imports each module in a fresh interpreter (Ray reads these variables once, at import)
+# and prints what each "module:attribute" holds, or why it could not be read.
+_PROBE = """
+import importlib, json, sys
+out = {}
+for spec in json.loads(sys.argv[1]):
+    module, _, path = spec.partition(":")
+    try:
+        value = importlib.import_module(module)
+        for name in path.split("."):
+            value = getattr(value, name)
+        out[spec] = {"value": value}
+    except Exception as exc:
+        out[spec] = {"error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(out))
+"""
+
+
+def _ray_reads(settings: dict[str, str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """What RAY_READERS hold with `settings` in the environment, and without them (Ray's
+    defaults), each in its own interpreter; the two run side by side."""
+    specs = json.dumps([spec for readers in RAY_READERS.values() for spec in readers])
+    base = {k: v for k, v in os.environ.items() if k not in settings and k not in RAY_READERS}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROBE, specs],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in ({**base, **settings}, base)
+    ]
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=50)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results[0], results[1]
+
+
+def test_ray_reads_every_setting_of_the_file():
+    """Each line of single_node.env changes what the installed Ray runs with: its
+    variable still sets the constant Ray's code reads, to the file's value, which is not
+    Ray's default. A Ray upgrade that renames, moves or drops one fails here by name."""
+    env = servers.read_env_file(ENV_FILE)
+    unmapped = sorted(set(env) - set(RAY_READERS))
+    assert not unmapped, (
+        f"single_node.env sets {unmapped}: add where Ray reads each to RAY_READERS "
+        "(grep Ray's site-packages for the name), or drop the line if nothing does"
+    )
+    stale = sorted(set(RAY_READERS) - set(env))
+    assert not stale, f"RAY_READERS lists {stale}, which single_node.env no longer sets"
+
+    shipped, default = _ray_reads(env)
+    problems = []
+    for key, readers in RAY_READERS.items():
+        for spec in readers:
+            got, ray_default = shipped[spec], default[spec]
+            if "error" in got:
+                problems.append(f"{key}: Ray no longer has {spec} ({got['error']})")
+            elif not isinstance(got["value"], int | float) or got["value"] != float(env[key]):
+                problems.append(
+                    f"{key}={env[key]} is not read by this Ray: {spec} is {got['value']!r} "
+                    "with it set"
+                )
+            elif ray_default.get("value") == got["value"]:
+                problems.append(
+                    f"{key}={env[key]} changes nothing: {spec} is {got['value']!r} without "
+                    "it too (Ray's default)"
+                )
+    assert not problems, "\n".join(problems)

@@ -21,18 +21,22 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from deployments.dtype import resolve_dtype
 from deployments.embeddings.config import EmbeddingEngineConfig
-from deployments.embeddings.pooling import PoolingSpec
+from deployments.embeddings.pooling import PoolingMode, PoolingSpec
 from deployments.engine_base import AsyncLLMHolder
 
 logger = logging.getLogger("ray.serve")
 
-_VLLM_POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST"}
+_VLLM_POOLING: dict[PoolingMode, Literal["MEAN", "CLS", "LAST"]] = {
+    "mean": "MEAN",
+    "cls": "CLS",
+    "last": "LAST",
+}
 
 
 class VLLMEmbeddingEngine(AsyncLLMHolder):
@@ -82,6 +86,8 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         # Our stat logger is the one we need; vLLM's default loggers print
         # throughput lines every few seconds.
         kwargs.setdefault("disable_log_stats", True)
+        mode = self._spec.mode
+        assert mode is not None, "the spec is resolved (resolve_pooling)"
         args = AsyncEngineArgs(
             model=self._model_path,
             runner="pooling",
@@ -89,7 +95,7 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
             # Stated, not left to vLLM's reading of the same files: vLLM knows only
             # some module type paths, and a config override must win.
             pooler_config=PoolerConfig(
-                seq_pooling_type=_VLLM_POOLING[self._spec.mode], use_activation=self._spec.normalize
+                seq_pooling_type=_VLLM_POOLING[mode], use_activation=self._spec.normalize
             ),
             **kwargs,
         )
@@ -155,7 +161,7 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         ids = [f"{base}-{i}" for i in range(len(token_ids))]
 
         async def one(prompt: list[int], rid: str) -> Any:
-            last = None
+            last: Any = None
             async for out in self._engine.encode({"prompt_token_ids": prompt}, params, rid):
                 last = out
             return last.outputs.data

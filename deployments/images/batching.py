@@ -39,7 +39,7 @@ class _Pending:
     key: BatchKey
     prompts: list[str]
     seeds: list[int]
-    future: asyncio.Future
+    future: asyncio.Future[list[Any]]
 
 
 # (key, one prompt per image, one seed per image) -> one image per prompt, in order.
@@ -64,7 +64,7 @@ class ImageBatcher:
         # Made on first use: they belong to the loop that serves requests, which in a
         # Serve replica need not be the one current when the server is constructed.
         self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
         # Requests submitted and not yet answered, by key; at each batch start, how
         # many of them shared its key: the crowd that the next batch waits for.
         self._in_flight: collections.Counter[BatchKey] = collections.Counter()
@@ -93,7 +93,7 @@ class ImageBatcher:
             self._wakeup = asyncio.Event()
             self._worker = asyncio.create_task(self._loop(), name="image-batcher")
         assert self._wakeup is not None
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(key, prompts, seeds, future))
         self._in_flight[key] += 1
         self._wakeup.set()
@@ -153,7 +153,7 @@ class ImageBatcher:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _drop_done(self) -> bool:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.serve import Application
-
 from deployments.engines import ImageEngineClass
-from deployments.images.config import ImageAppConfig
 from deployments.images.server import ImageServer
-from deployments.options import bind_model_app
+from deployments.options import ModelAppBuilder
 
 # Defaults for an image replica; every key can be overridden per application under
 # `deployment:` in serve_config.yaml.
@@ -20,30 +17,8 @@ IMAGE_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 8,
 }
 
-
-def build_app(args: dict[str, Any]) -> Application:
-    """Serve's entry (the `import_path` of serve_config.yaml): Serve calls a builder
-    with exactly one argument and refuses any other signature, so the engine seam is
-    `build_app_with_engine`."""
-    return build_app_with_engine(args)
-
-
-def build_app_with_engine(
-    args: dict[str, Any], engine_cls: ImageEngineClass | None = None
-) -> Application:
-    """Builds the Serve application for one image model version.
-
-    Args:
-        args: one application's `args` from serve_config.yaml (ImageAppConfig).
-        engine_cls: the engine class the replicas use; None: diffusers.
-
-    Returns:
-        The bound ImageServer deployment, its model card in `user_config`.
-
-    Raises:
-        pydantic.ValidationError: `args` does not describe a valid ImageAppConfig.
-    """
-    config = ImageAppConfig.model_validate(args)
-    return bind_model_app(
-        ImageServer, config, IMAGE_DEPLOYMENT_DEFAULTS, "Image", engine_cls=engine_cls
-    )
+_BUILDER = ModelAppBuilder[ImageEngineClass](ImageServer, IMAGE_DEPLOYMENT_DEFAULTS, "Image")
+# Serve's entry (serve_config.yaml's `import_path`): a plain function of one argument.
+build_app = _BUILDER.build_app
+# The engine seam: (args, engine_cls=None: diffusers) -> the bound ImageServer.
+build_app_with_engine = _BUILDER.build_app_with_engine

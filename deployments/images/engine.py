@@ -66,7 +66,7 @@ class DiffusersEngine:
 
         # Progress bars (per call, per loaded component) would flood Serve's log.
         diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers'
         device = self._config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,7 +74,9 @@ class DiffusersEngine:
         if dtype_name == "auto":
             dtype_name = "bfloat16" if device == "cuda" else "float32"
         # `dtype`, not `torch_dtype`: diffusers 0.42 deprecates the older name.
-        pipe = DiffusionPipeline.from_pretrained(self._model_dir, dtype=getattr(torch, dtype_name))
+        pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]  # diffusers'
+            self._model_dir, dtype=getattr(torch, dtype_name)
+        )
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         accepted = inspect.signature(pipe.__call__).parameters

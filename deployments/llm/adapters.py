@@ -154,7 +154,7 @@ def _multiplexed(load: Loader, capacity: int) -> Loader:
     routers); outside one (unit tests), a plain LRU of the same size."""
     from ray.serve.context import _get_internal_replica_context
 
-    if _get_internal_replica_context() is not None:
+    if _get_internal_replica_context() is not None:  # type: ignore[no-untyped-call]  # Ray's
         from ray import serve
 
         # A plain function, not a bound method: Serve keeps its cache on the callable.

@@ -70,7 +70,7 @@ class LLMAppConfig(ModelAppConfig):
     )
     limits: LLMLimits = Field(
         default_factory=LLMLimits,
-        description="Bounded work per request (README 'Bounded work per request').",
+        description="Bounded work per request (docs/production.md 'Bounded work per request').",
     )
     stream_interval_ms: float = Field(
         default=50.0,
@@ -93,7 +93,7 @@ class LLMAppConfig(ModelAppConfig):
     adapters: tuple[AdapterSpec, ...] = Field(
         default=(),
         description="LoRA adapters served as versions of this model on the same replicas "
-        "(README 'Versions as adapters'). Listed here, a change restarts the replicas; "
+        "(docs/api.md 'Versions as adapters'). Listed here, a change restarts the replicas; "
         "listed in the deployment's user_config override, it reaches them in place.",
     )
 

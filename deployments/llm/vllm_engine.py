@@ -283,8 +283,12 @@ class ToolCallParser:
         """Returns (content, calls); no calls when the model answered in text."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-        request = ChatCompletionRequest(model="m", messages=[], tools=tools)
-        info = self._cls(self._tokenizer, request.tools).extract_tool_calls(text, request)
+        request = ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [], "tools": tools}
+        )
+        # vLLM's parser takes a list of a wider union than the request's (list invariance).
+        parser = self._cls(self._tokenizer, request.tools)  # type: ignore[arg-type]
+        info = parser.extract_tool_calls(text, request)
         if not info.tools_called:
             return text, []
         calls = [

@@ -138,10 +138,10 @@ def _load(gguf_file: Path, dtype: Any) -> tuple[Any, Any, int]:
     # The GGUF-derived tokenizer.json has an empty post-processor, so plain
     # encodes lack <bos> and Gemma then produces garbage.  The setter rebuilds
     # the TemplateProcessing post-processor and is saved with the tokenizer.
-    tok.add_bos_token = True
+    tok.add_bos_token = True  # type: ignore[misc]  # transformers types it read-only
     tok.chat_template = CHAT_TEMPLATE
     eot = tok.convert_tokens_to_ids(END_OF_TURN)
-    if eot is None or eot == tok.unk_token_id:
+    if not isinstance(eot, int) or eot == tok.unk_token_id:  # None: not in the vocabulary
         raise RuntimeError(f"{END_OF_TURN} missing from the GGUF vocabulary")
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -151,8 +151,9 @@ def _load(gguf_file: Path, dtype: Any) -> tuple[Any, Any, int]:
     # model as GGUF-quantized and refuses save_pretrained.  The quantizer's own
     # remove_quantization_config drops hf_quantizer, is_quantized,
     # quantization_method and config.quantization_config together.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     model.config.dtype = dtype
     # <end_of_turn> ends every chat reply; vLLM reads extra stop ids from here.
     gen = model.generation_config
@@ -182,7 +183,7 @@ def _gguf_parsed_once() -> Iterator[None]:
     class PlainViewReader(original):  # type: ignore[misc, valid-type]
         # The reader sets `self.data` to a memmap of the file; keep a plain ndarray
         # view of the same mapping instead (no copy: the pages stay the file's).
-        @property  # type: ignore[override]
+        @property
         def data(self) -> Any:
             return self._plain
 
@@ -196,11 +197,12 @@ def _gguf_parsed_once() -> Iterator[None]:
             readers[key] = PlainViewReader(path, mode)
         return readers[key]
 
-    gguf.GGUFReader = reader
+    # Swapping gguf's class for a function is a monkeypatch its types cannot express.
+    gguf.GGUFReader = reader  # type: ignore[misc,assignment]
     try:
         yield
     finally:
-        gguf.GGUFReader = original
+        gguf.GGUFReader = original  # type: ignore[misc]
         readers.clear()
 
 

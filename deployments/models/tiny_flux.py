@@ -20,15 +20,19 @@ from __future__ import annotations
 import argparse
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deployments.models.build_once import build_once
+
+if TYPE_CHECKING:  # transformers loads only when a pipeline is built
+    from transformers import CLIPTokenizer, T5Tokenizer
 
 MARKER = ".tiny_flux_complete"
 CLIP_MAX_LENGTH = 77  # the pipeline pads CLIP input to model_max_length; CLIP has 77 positions
 HIDDEN = 32  # CLIP hidden size = T5 d_model = the transformer's text dims
 
 
-def _clip_tokenizer():
+def _clip_tokenizer() -> CLIPTokenizer:
     """Byte-level CLIP vocabulary with no merges: every byte is a token (with and
     without the end-of-word suffix), so any text encodes without <unk>."""
     from tokenizers import pre_tokenizers
@@ -43,7 +47,7 @@ def _clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=CLIP_MAX_LENGTH)
 
 
-def _t5_tokenizer():
+def _t5_tokenizer() -> T5Tokenizer:
     """Character-level Unigram vocabulary (transformers 5 builds it in memory)."""
     from transformers import T5Tokenizer
 
@@ -90,12 +94,14 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
             num_layers=2,
             num_heads=4,
             relative_attention_num_buckets=8,
-            decoder_start_token_id=0,
+            # Accepted by PretrainedConfig's kwargs; T5Config's annotated signature omits it.
+            decoder_start_token_id=0,  # type: ignore[call-arg]
             pad_token_id=t5_tok.pad_token_id,
             eos_token_id=t5_tok.eos_token_id,
         )
     )
-    vae = AutoencoderKL(
+    # diffusers leaves its models', scheduler's and pipeline's __init__ unannotated.
+    vae = AutoencoderKL(  # type: ignore[no-untyped-call]
         down_block_types=["DownEncoderBlock2D"] * 4,
         up_block_types=["UpDecoderBlock2D"] * 4,
         block_out_channels=[4, 4, 4, 4],
@@ -111,7 +117,7 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
         scaling_factor=0.3611,
         shift_factor=0.1159,  # schnell's values
     )
-    transformer = FluxTransformer2DModel(
+    transformer = FluxTransformer2DModel(  # type: ignore[no-untyped-call]
         patch_size=1,
         in_channels=4 * 4,
         num_layers=1,
@@ -123,12 +129,12 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
         axes_dims_rope=[4, 6, 6],
         guidance_embeds=False,  # as schnell: guidance_scale is ignored
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(
+    scheduler = FlowMatchEulerDiscreteScheduler(  # type: ignore[no-untyped-call]
         num_train_timesteps=1000,
         shift=1.0,
         use_dynamic_shifting=False,  # schnell's
     )
-    pipe = FluxPipeline(
+    pipe = FluxPipeline(  # type: ignore[no-untyped-call]
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
@@ -139,7 +145,8 @@ def _write_pipeline(tmp: Path, seed: int) -> None:
     )
     # Saved in float32 (torch's default): every CPU runs it natively; the server
     # picks bf16 only on CUDA.
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    # mypy resolves `diffusers.FluxPipeline` to diffusers' dummy placeholder class.
+    pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
 
 
 def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> Path:

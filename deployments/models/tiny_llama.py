@@ -23,8 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from deployments.models.build_once import build_once
+
+if TYPE_CHECKING:  # transformers loads only when a model is built
+    from transformers import PreTrainedTokenizerFast
 
 ROLES = ("system", "user", "assistant", "tool")
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", *(f"<|{r}|>" for r in ROLES), "<|end|>"]
@@ -44,9 +48,20 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
+
+class ModelShape(TypedDict):
+    """The LlamaConfig arguments that size the model."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+
+
 # Sized for vLLM's CPU attention backend, which rejects head_dim < 32
 # (hidden 64 / 4 heads = 16 fails at engine start).
-MODEL_SHAPE = dict(
+MODEL_SHAPE = ModelShape(
     hidden_size=128,
     intermediate_size=256,
     num_hidden_layers=2,
@@ -83,7 +98,20 @@ def _printable(text: str) -> bool:
     return "\ufffd" not in text and text.replace("\n", " ").isprintable()
 
 
-def _build_tokenizer(vocab_size: int):
+# transformers types these for one item or a batch alike; these take and give one.
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int)
+    return token_id
+
+
+def _decode_one(tokenizer: PreTrainedTokenizerFast, token_id: int) -> str:
+    text = tokenizer.decode([token_id])
+    assert isinstance(text, str)
+    return text
+
+
+def _build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -102,7 +130,7 @@ def _build_tokenizer(vocab_size: int):
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", bos)]
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers' __init__
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",
@@ -131,7 +159,7 @@ def _write_model(tmp: Path, seed: int, vocab_size: int, max_position_embeddings:
     # model_type and might rebuild the pre-tokenizer.
     tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg_path.write_text(json.dumps(tok_cfg, indent=2))
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<pad>", "<|end|>")}
+    ids = {t: _token_id(tokenizer, t) for t in ("<s>", "</s>", "<pad>", "<|end|>")}
     # <|end|> closes every chat turn, so it must stop generation like </s> does.
     eos_ids = [ids["</s>"], ids["<|end|>"]]
 
@@ -149,7 +177,9 @@ def _write_model(tmp: Path, seed: int, vocab_size: int, max_position_embeddings:
         **MODEL_SHAPE,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    # transformers leaves the model's __init__ unannotated, and types `.to` through a
+    # decorator whose signature mypy reads as taking the model.
+    model = LlamaForCausalLM(config).to(torch.float32)  # type: ignore[no-untyped-call,arg-type]
     # Special tokens, lone UTF-8 fragment bytes and control bytes get logit 0
     # while some ordinary token always scores higher, so greedy output is
     # clean, non-empty text that runs to max_tokens (predictable for tests);
@@ -157,11 +187,11 @@ def _write_model(tmp: Path, seed: int, vocab_size: int, max_position_embeddings:
     muted = [
         i
         for i in range(len(tokenizer))
-        if i in tokenizer.all_special_ids or not _printable(tokenizer.decode([i]))
+        if i in tokenizer.all_special_ids or not _printable(_decode_one(tokenizer, i))
     ]
     with torch.no_grad():
         model.lm_head.weight[muted] = 0
-    model.generation_config = GenerationConfig(
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]  # transformers'
         bos_token_id=ids["<s>"], eos_token_id=eos_ids, pad_token_id=ids["<pad>"]
     )
     model.save_pretrained(tmp, safe_serialization=True)

@@ -106,7 +106,7 @@ async def _image_model(api: Api, ctx: RequestContext, model: str | None) -> Cata
             code="model_required",
         )
     raise OpenAIError(
-        "No image model is deployed. Add one to serve_config.yaml (README: 'Images').",
+        "No image model is deployed. Add one to serve_config.yaml (docs/api.md: 'Images').",
         404,
         param="model",
         code="model_not_found",

@@ -17,7 +17,7 @@ _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
 class ImageGenerationRequest(WireModel):
     prompt: str = Field(min_length=1)
     model: str | None = Field(
-        default=None, description="None: the default image model (see README 'Images')."
+        default=None, description="None: the default image model (see docs/api.md 'Images')."
     )
     n: int | None = Field(default=1, ge=1, le=MAX_IMAGES)
     # Accepted for compatibility with OpenAI clients; a diffusion pipeline has no

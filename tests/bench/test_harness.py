@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 # bench/ holds scripts run as files (`python bench/llm_bench.py`) that import their
@@ -20,6 +19,8 @@ import load
 import pytest
 import servers
 from llm_bench import markdown, ratio_lines
+
+from tests.waits import wait_until
 
 MAX_TOKENS = 8
 
@@ -78,9 +79,7 @@ def fake_server():
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, "the fake server to start", timeout_s=20, every_s=0.05)
     yield f"http://127.0.0.1:{port}/v1"
     server.should_exit = True
     thread.join(timeout=10)
@@ -161,9 +160,12 @@ def test_stop_finds_and_kills_a_leaked_process(tmp_path):
         "time.sleep(300)\n"
     )
     server._spawn([sys.executable, "-c", code], "server.log", "vllm api_server")
-    deadline = time.monotonic() + 20
-    while len(server.marked_processes()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(
+        lambda: len(server.marked_processes()) >= 2,
+        "the server and its escaped child, both marked",
+        timeout_s=20,
+        every_s=0.2,
+    )
     assert len(server.marked_processes()) == 2
     report = server.stop(grace_s=10, settle_s=1)
     assert len(report["left_after_graceful_stop"]) == 1

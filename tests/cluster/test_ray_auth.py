@@ -6,10 +6,7 @@ ports refuse an unauthenticated peer even on loopback."""
 from __future__ import annotations
 
 import contextlib
-import importlib
-import ipaddress
 import os
-import pkgutil
 import shutil
 import signal
 import subprocess
@@ -19,9 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from servers import free_port  # bench/, on pytest's pythonpath
+
+from tests.cluster.listeners import call_without_token, grpc_channel, listening, ray_grpc_methods
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_SCRIPT = ROOT / "scripts" / "ray_head.sh"
@@ -172,43 +170,10 @@ def test_client_with_token_connects(head):
     assert p.returncode == 0 and "CONNECTED 1" in p.stdout, p.stdout + p.stderr[-2000:]
 
 
-def _listening(root_pid: int) -> list[tuple[str, int, str]]:
-    """(address, port, process name) of every TCP listening socket of the head's tree."""
-    procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
-    out = []
-    for proc in procs:
-        try:
-            for c in proc.net_connections(kind="tcp"):
-                if c.status == psutil.CONN_LISTEN:
-                    out.append((c.laddr.ip, c.laddr.port, proc.name()))
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def _loopback(ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
 def test_no_ray_socket_off_loopback(head):
-    sockets = _listening(head["proc"].pid)
+    sockets = listening(head["proc"].pid)
     assert len(sockets) >= 6, sockets  # GCS, raylet, agents, client server, dashboard
-    assert [s for s in sockets if not _loopback(s[0])] == []
-
-
-def _grpc_methods() -> list[str]:
-    """Every RPC of Ray's generated gRPC services (as '/package.Service/Method')."""
-    import ray.core.generated as generated
-
-    methods = set()
-    for info in pkgutil.iter_modules(generated.__path__):
-        if info.name.endswith("_pb2_grpc"):
-            module = importlib.import_module(f"ray.core.generated.{info.name}")
-            source = Path(module.__file__).read_text()
-            methods.update(part.split("'")[0] for part in source.split("'/ray.rpc.")[1:])
-    return sorted(f"/ray.rpc.{m}" for m in methods)
+    assert [s for s in sockets if not s.loopback] == []
 
 
 def test_grpc_ports_refuse_an_unauthenticated_peer(head):
@@ -217,24 +182,20 @@ def test_grpc_ports_refuse_an_unauthenticated_peer(head):
     UNAUTHENTICATED."""
     import grpc
 
-    methods = _grpc_methods()
+    methods = ray_grpc_methods()
     assert len(methods) > 50
     gcs_port = int(head["address"].rsplit(":", 1)[1])
     unauthenticated: dict[int, str] = {}
-    for _ip, port, name in _listening(head["proc"].pid):
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        try:
-            grpc.channel_ready_future(channel).result(timeout=2)
-        except grpc.FutureTimeoutError:
+    for s in listening(head["proc"].pid):
+        channel = grpc_channel("127.0.0.1", s.port)
+        if channel is None:
             continue  # not an HTTP/2 server (the dashboard's and agents' HTTP ports)
         for method in methods:
-            try:
-                channel.unary_unary(method)(b"", timeout=5)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    unauthenticated[port] = name
-                continue
-            pytest.fail(f"{name} on port {port} answered {method} without a token")
+            code = call_without_token(channel, method)
+            if code is None:
+                pytest.fail(f"{s.name} on port {s.port} answered {method} without a token")
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                unauthenticated[s.port] = s.name
         channel.close()
     assert gcs_port in unauthenticated
     assert "raylet" in unauthenticated.values()

@@ -16,6 +16,7 @@ run (tests/conftest.py), on ports checked free.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +36,13 @@ import yaml
 from servers import free_port  # bench/, on pytest's pythonpath
 
 from tests.cluster.conftest import REPORT
+from tests.cluster.listeners import (
+    SERVE_REPLICA_METHOD,
+    call_without_token,
+    grpc_channel,
+    listening,
+    outward_ip,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -299,6 +307,41 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _assert_loopback_or_token(root_pid: int) -> list[str]:
+    """Every listening TCP socket of scripts/serve.sh's processes (its Ray head and all
+    Ray started, `serve run`, HAProxy) is on loopback, or refuses a peer without Ray's
+    token; and those off loopback are exactly the Serve replicas' gRPC servers for calls
+    between deployments, one per replica: Ray 2.60 binds them to "[::]:0" with no
+    setting to change it (serve/_private/replica.py, `_on_initialized`), behind Ray's
+    token. Probed at this machine's outward address, as a peer would reach them.
+    Returns one line per socket for the report."""
+    import grpc
+
+    peer = outward_ip() or "127.0.0.1"
+    sockets = listening(root_pid)
+    lines, off = [], []
+    for s in sockets:
+        where = f"{s.ip}:{s.port} {s.title or s.name} (pid {s.pid})"
+        if s.loopback:
+            lines.append(f"{where}: loopback")
+            continue
+        channel = grpc_channel(peer, s.port)
+        assert channel is not None, f"{where} is off loopback and no gRPC server at {peer}"
+        code = call_without_token(channel, SERVE_REPLICA_METHOD)
+        channel.close()
+        assert code == grpc.StatusCode.UNAUTHENTICATED, f"{where} at {peer}: {code}"
+        lines.append(f"{where}: off loopback, {SERVE_REPLICA_METHOD} without a token: {code.name}")
+        off.append(s)
+    replicas = set()
+    for p in psutil.Process(root_pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if " ".join(p.cmdline()[:1]).startswith("ray::ServeReplica:"):
+                replicas.add(p.pid)
+    assert replicas, lines
+    assert sorted(s.pid for s in off) == sorted(replicas), lines
+    return lines
+
+
 @pytest.mark.parametrize(
     "how",
     [
@@ -306,7 +349,7 @@ def _ignore_sigint() -> None:
         # Python proxy is what every other test here and tests/e2e run behind, so this
         # is CI's check of the opt-in path's start, its folder and its stop.
         "terminal-haproxy",
-        # `scripts/serve.sh &` from another script (README "Idle CPU"): it inherits
+        # `scripts/serve.sh &` from another script (docs/performance.md "Idle CPU"): it inherits
         # SIGINT ignored and is stopped with a plain `kill` (SIGTERM to the script).
         "background",
     ],
@@ -357,6 +400,7 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone(how: str
                     assert any(a.startswith(folder) for a in p.cmdline()), p.cmdline()
                 answer = httpx.get(f"http://127.0.0.1:{port}/v1/openai/models", timeout=30)
                 assert answer.status_code == 200, answer.text[:300]
+                listeners = _assert_loopback_or_token(proc.pid)
             finally:
                 stop_s = _stop(proc, state, ctrl_c=behind_haproxy)
         assert not [p for p in haproxy if _alive(p)], "HAProxy outlived scripts/serve.sh"
@@ -368,5 +412,7 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone(how: str
         REPORT.append(
             f"scripts/serve.sh (ingress only, {how}): up {up_s:.0f} s, stop {stop_s:.1f} s"
         )
+        REPORT.append(f"  listening ({len(listeners)}):")
+        REPORT.extend(f"    {line}" for line in listeners)
     finally:
         shutil.rmtree(state, ignore_errors=True)

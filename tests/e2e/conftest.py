@@ -12,6 +12,7 @@ minute of the 2-core CI machine's `.ci/run`):
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +26,26 @@ _SHARED = {"minilm_app", "flux_app"}
 LIMITED_APP, LIMITED_MODEL, LIMIT = "tiny-limited", "tiny/limited", 6
 
 
+# pytest-timeout's bound for each test here (pyproject.toml's 60 s is for unit tests),
+# counted from its setup to its teardown: the test that first asks for a session or module
+# fixture pays that fixture's start inside its own bound (the tiny engine behind
+# openai_stack, MiniLM, FLUX, `tiny/limited`, a module's own applications: about a minute
+# each on the 2-core CI machine, 3-5 on a loaded one), and the session's last test pays
+# Serve's and Ray's shutdown. The longest own bound of a test is test_node_sdk's 600 s for
+# `node --test`; 900 s leaves its fixtures 5 minutes. Fixtures stay bounded this way
+# (rather than with timeout_func_only), so an engine that never comes up fails its test.
+# A module or test with its own `pytest.mark.timeout` keeps it.
+E2E_TIMEOUT_S = 900
+_HERE = Path(__file__).parent
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Moves every module that uses a shared app to the end, each module kept whole
-    (split, its module-scoped fixtures would be set up twice) and in its own order."""
+    """Gives the e2e tests their bound (E2E_TIMEOUT_S), then moves every module that uses
+    a shared app to the end, each module kept whole (split, its module-scoped fixtures
+    would be set up twice) and in its own order."""
+    for item in items:
+        if _HERE in Path(str(item.path)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
     users = {item.module for item in items if _SHARED & set(getattr(item, "fixturenames", ()))}
     items.sort(key=lambda item: item.module in users)  # stable: order kept otherwise
 

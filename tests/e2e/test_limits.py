@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_MODEL
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -119,11 +120,19 @@ def test_huge_prompts_do_not_stall_another_stream(openai_stack):
         r = httpx.post(f"{openai_stack}/chat/completions", json=body, timeout=120)
         return _error(r)
 
+    def flowing() -> bool:
+        if gaps:
+            return True
+        assert not streaming.done(), streaming.exception()
+        return False
+
     with ThreadPoolExecutor(max_workers=21) as pool:
         streaming = pool.submit(stream_until_done)
-        while not gaps:  # the stream flows before the huge prompts start
-            time.sleep(0.05)
-            assert not streaming.done(), streaming.exception()
+        try:  # the stream flows before the huge prompts start
+            wait_until(flowing, "the other stream's first chunks", timeout_s=120, every_s=0.05)
+        except AssertionError:
+            done.set()  # else the pool's shutdown waits on the endless stream
+            raise
         started = time.monotonic()
         errors = list(pool.map(refuse, huge))
         took = time.monotonic() - started

@@ -48,7 +48,7 @@ def _config(adapters: list[dict]) -> dict:
                 "route_prefix": None,
                 "import_path": "deployments.llm.builder:build_app",
                 "args": args,
-                # Where an in-place adapter change goes (README "Versions as adapters").
+                # Where an in-place adapter change goes (docs/api.md "Versions as adapters").
                 "deployments": [{"name": DEPLOYMENT, "user_config": {"adapters": adapters}}],
             }
         ]

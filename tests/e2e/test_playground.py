@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import TINY_MODEL, delete_app
 from tests.e2e.conftest import EMBEDDINGS_MODEL, IMAGE_MODEL
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -183,9 +184,17 @@ def test_stop_aborts_the_request_in_the_engine(node, page, tmp_path, tiny_app_ha
         text=True,
     )
     seen = 0
-    while proc.poll() is None:
+
+    def ended() -> bool:
+        nonlocal seen
         seen = max(seen, _unfinished(tiny_app_handle))
-        time.sleep(0.05)
+        return proc.poll() is not None
+
+    try:  # as long as the other scenarios may take (_run's bound)
+        wait_until(ended, "the browser's Stop scenario to end", timeout_s=300, every_s=0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     output, _ = proc.communicate()
     _check((proc.returncode, output), "stop")
     assert seen == 1, "the chat request never reached the engine"

@@ -1,6 +1,7 @@
-"""The reference's Python snippets (shared/reference/deepinfra-openai-api.txt), run as
-they are written with only the base URL changed, against our server. The tiny test
-model answers to the snippets' model name as an alias."""
+"""The Python snippets of DeepInfra's "OpenAI API" documentation page (its Chat Completions
+and Completions examples, quoted below as written: this module reads no file), run with
+only the base URL changed, against our server. The tiny test model answers to the
+snippets' model name as an alias."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from tests.ingress.fakes import (
     recording_metrics,
     standard_stack,
 )
+from tests.waits import until
 
 pytestmark = pytest.mark.anyio
 
@@ -133,8 +134,7 @@ async def test_lifespan_runs_the_refresh_loop_and_stops_it():
     )
     with anyio.fail_after(2):
         assert (await from_app.get())["type"] == "lifespan.startup.complete"
-        while stack.controller.fetches < 3:
-            await asyncio.sleep(0.01)
+    await until(lambda: stack.controller.fetches >= 3, "three passes of the refresh loop")
     assert stack.catalog.resolve("org/llm") is not None
     await to_app.put({"type": "lifespan.shutdown"})
     with anyio.fail_after(2):
@@ -219,9 +219,7 @@ async def test_client_leaving_before_the_answer_cancels_the_replica_call(path, b
     }
     task = asyncio.ensure_future(stack.app(scope, receive, send))
     app = stack.serve.apps[deploy_id]
-    with anyio.fail_after(2):
-        while not app.calls:
-            await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the call to reach the model")
     await asyncio.sleep(0.01)  # the call is now waiting on the model
     assert stack.inflight(deploy_id) == 1
     task.cancel()
@@ -304,15 +302,11 @@ async def test_per_key_limit_through_the_app(monkeypatch):
     llm.answers = False
     async with stack.client({"authorization": "Bearer key-1"}) as first:
         held = asyncio.ensure_future(first.post(f"{API}/chat/completions", json=CHAT))
-        with anyio.fail_after(2):
-            while not llm.calls:
-                await asyncio.sleep(0.001)
+        await until(lambda: llm.calls, "key-1's first call to reach the model")
         refused = await first.post(f"{API}/chat/completions", json=CHAT)
         async with stack.client({"authorization": "Bearer key-2"}) as second:
             other = asyncio.ensure_future(second.post(f"{API}/chat/completions", json=CHAT))
-            with anyio.fail_after(2):
-                while len(llm.calls) < 2:
-                    await asyncio.sleep(0.001)
+            await until(lambda: len(llm.calls) >= 2, "key-2's call to reach the model")
             for call in llm.calls:
                 call.response.answer()
             assert (await held).status_code == 200 and (await other).status_code == 200

@@ -14,6 +14,7 @@ from deployments.contract import (
 )
 from ingress.catalog import Catalog, entries_from_details, progress_keys
 from tests.ingress.fakes import FakeController, app_details
+from tests.waits import until
 
 
 def _app(model, version, default=False, status="RUNNING", aliases=()):
@@ -214,13 +215,10 @@ async def test_refresh_loop_survives_a_failing_controller():
     catalog = Catalog(fetch=fetch, refresh_interval_s=0.01)
     loop = asyncio.ensure_future(catalog.run_refresh_loop())
     try:
-        for _ in range(200):
-            if catalog.resolve("m") is not None:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: catalog.resolve("m"), "a refresh after the failed one")
     finally:
         loop.cancel()
-    assert catalog.resolve("m") is not None and calls >= 2
+    assert calls >= 2
 
 
 @pytest.mark.anyio

@@ -21,6 +21,7 @@ from tests.ingress.fakes import (
     make_stack,
     recording_metrics,
 )
+from tests.waits import until
 
 pytestmark = pytest.mark.anyio
 
@@ -99,8 +100,7 @@ async def test_429_at_the_cards_concurrency_limit_and_slots_come_back():
         {"llm-1": app_details("m", max_concurrent_requests=2)}, {"llm-1": app}, metrics=metrics
     )
     held = [asyncio.ensure_future(_call(stack)) for _ in range(2)]
-    while len(app.calls) < 2:
-        await asyncio.sleep(0.001)
+    await until(lambda: len(app.calls) >= 2, "both held calls to reach the model")
     assert stack.inflight("llm-1") == 2
 
     with pytest.raises(OpenAIError) as caught:
@@ -166,8 +166,7 @@ async def test_cancelled_unary_call_cancels_the_replica_call_and_releases():
     app = llm_app(answers=False)
     stack = _stack(app)
     task = asyncio.ensure_future(_call(stack))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the call to reach the model")
     await asyncio.sleep(0.01)  # the call is now waiting for its answer
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -177,14 +176,27 @@ async def test_cancelled_unary_call_cancels_the_replica_call_and_releases():
     assert stack.inflight("llm-1") == 0
 
 
-async def test_no_replica_within_wait_timeout_is_503_model_not_ready():
+async def test_no_replica_within_wait_timeout_is_503_model_not_ready(monkeypatch):
+    # What the wait asked Serve for: how long it waits is read from these, not from a
+    # wall-clock upper bound (a loaded machine stretches a 0.3 s wait, never shortens it).
+    asked: list[float] = []
+
+    async def wait_assigned(response: Any, timeout_s: float) -> None:
+        asked.append(timeout_s)
+        await real_wait_assigned(response, timeout_s)
+
+    real_wait_assigned = forward.wait_assigned
+    monkeypatch.setattr(forward, "wait_assigned", wait_assigned)
     app = llm_app(assigned=False)
     stack = _stack(app, wait_timeout_s=0.3, status="DEPLOYING", running=0)
     loop = asyncio.get_running_loop()
     start = loop.time()
     with pytest.raises(OpenAIError) as caught:
         await _call(stack)
-    assert 0.25 <= loop.time() - start < 2
+    assert loop.time() - start >= 0.25  # it waited for the bound
+    # ...and no longer: never one poll of _WAIT_POLL_S (2 s), never more than the bound
+    # in all (each poll asks for what is left of it).
+    assert asked and max(asked) <= 0.3 and sum(asked) < 0.3 + 0.05, asked
     err = caught.value
     assert (err.status, err.code, err.type) == (503, "model_not_ready", "service_unavailable_error")
     assert "Retry-After" in err.headers() and int(err.headers()["Retry-After"]) >= 1
@@ -225,20 +237,21 @@ async def test_no_replica_for_a_stream_is_503_and_cancels():
 async def test_application_failing_while_a_call_waits_ends_the_wait(monkeypatch):
     monkeypatch.setattr(forward, "_WAIT_POLL_S", 0.02)
     app = llm_app(assigned=False)
-    stack = _stack(app, wait_timeout_s=30, status="DEPLOYING", running=0)
+    stack = _stack(app, wait_timeout_s=300, status="DEPLOYING", running=0)
     task = asyncio.ensure_future(_call(stack))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the call to reach Serve's queue")
     stack.controller.apps["llm-1"] = app_details(
         "m",
         status="DEPLOY_FAILED",
         running=0,
         message="replica crashed at start",
-        wait_timeout_s=30,
+        wait_timeout_s=300,
     )
     await stack.catalog.refresh()
     with pytest.raises(OpenAIError) as caught:
-        await asyncio.wait_for(task, 2)
+        # Ends with the failure, well before the wait's own bound (polls every 0.02 s;
+        # a tenth of the bound leaves a loaded machine room).
+        await asyncio.wait_for(task, 30)
     assert (caught.value.status, caught.value.code) == (503, "model_unavailable")
     assert app.last.cancelled
     assert stack.inflight("llm-1") == 0
@@ -319,8 +332,7 @@ async def test_client_leaving_while_waiting_for_a_replica_cancels_the_call():
     app = llm_app(assigned=False)
     stack = _stack(app, wait_timeout_s=30)
     task = asyncio.ensure_future(_call(stack))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the call to reach Serve's queue")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -331,8 +343,7 @@ async def test_client_leaving_before_the_first_token_cancels_the_stream():
     app = FakeApplication(streams={"generate": lambda _: []}, then_hang=True)  # long prefill
     stack = _stack(app)
     task = asyncio.ensure_future(_open(stack))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the stream to reach the model")
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -374,8 +385,7 @@ async def test_per_key_limit_is_a_429_for_that_key_only():
     stack = _keyed_stack(app, key_limit=1)
     rejected = stack.forwarder.metrics.rejected
     held = asyncio.ensure_future(_keyed_call(stack, "k1"))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the first call of key k1 to reach the model")
 
     with pytest.raises(OpenAIError) as caught:
         await _keyed_call(stack, "k1")
@@ -388,8 +398,7 @@ async def test_per_key_limit_is_a_429_for_that_key_only():
     assert len(app.calls) == 1 and stack.inflight("llm-1") == 1  # the refusal took no slot
 
     other = asyncio.ensure_future(_keyed_call(stack, "k2"))  # another key is not limited
-    while len(app.calls) < 2:
-        await asyncio.sleep(0.001)
+    await until(lambda: len(app.calls) >= 2, "the call of key k2 to reach the model")
     for call in app.calls:
         call.response.answer()
     await asyncio.gather(held, other)
@@ -402,8 +411,7 @@ async def test_model_limit_refusal_gives_the_key_slot_back():
     app = llm_app(answers=False)
     stack = _keyed_stack(app, key_limit=5, model_limit=1)
     held = asyncio.ensure_future(_keyed_call(stack, "k1"))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the held call to reach the model")
     with pytest.raises(OpenAIError) as caught:
         await _keyed_call(stack, "k1")
     assert "'m'" in caught.value.message
@@ -420,8 +428,7 @@ async def test_without_a_key_there_is_no_per_key_limit():
     app = llm_app(answers=False)
     stack = _keyed_stack(app, key_limit=1)
     calls = [asyncio.ensure_future(_keyed_call(stack, None)) for _ in range(3)]
-    while len(app.calls) < 3:
-        await asyncio.sleep(0.001)
+    await until(lambda: len(app.calls) >= 3, "the three keyless calls to reach the model")
     for call in app.calls:
         call.response.answer()
     await asyncio.gather(*calls)
@@ -446,8 +453,7 @@ async def test_client_leaving_gives_the_key_slot_back():
     ctx = RequestContext("R", "chat", api_key="k1")
     entry = await stack.forwarder.resolve(ctx, "m")
     task = asyncio.ensure_future(stack.forwarder.open_stream(ctx, entry, "generate", PAYLOAD))
-    while not app.calls:
-        await asyncio.sleep(0.001)
+    await until(lambda: app.calls, "the stream to reach the model")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -7,6 +7,7 @@ import pytest
 
 from deployments.images.batching import BatchKey, ImageBatcher
 from deployments.images.config import SizeLimits
+from tests.waits import until
 
 KEY = BatchKey(256, 256, 4, 0.0)
 OTHER = BatchKey(512, 256, 4, 0.0)
@@ -105,8 +106,7 @@ def test_a_request_whose_client_left_is_not_run_again():
         batcher = ImageBatcher(run_batch, max_batch_images=8, wait_s=0.05)
         kept = asyncio.ensure_future(batcher.submit(KEY, ["kept"], [1]))
         gone = asyncio.ensure_future(batcher.submit(KEY, ["gone"], [2]))
-        while not calls:
-            await asyncio.sleep(0.001)
+        await until(lambda: calls, "the shared call to start")
         gone.cancel()
         release.set()
         return await kept

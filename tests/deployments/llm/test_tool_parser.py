@@ -2,6 +2,10 @@
 
 import pytest
 
+# Its fixture imports vLLM: 13-18 s on the 2-core CI machine under load, so the module
+# gets more than pyproject.toml's 60 s per test (which counts the fixture's setup).
+pytestmark = pytest.mark.timeout(180)
+
 TOOLS = [
     {
         "type": "function",
