@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from deployments.app_config import ModelAppConfig
 from deployments.contract import MODEL_CARD_ENV, MODEL_CARD_KEY, merge_options
+from deployments.routing.config import RoutingConfig
 from deployments.server_base import ModelServer
 
 if TYPE_CHECKING:  # the builders import ray.serve; this module stays importable without it
@@ -104,6 +105,11 @@ def bind_model_app(
     from ray import serve
 
     options = model_options(defaults, config.deployment)
+    # An LLM config's `routing:` sets Serve's request_router_config for `prefix_aware`
+    # (deployments/routing); the default sets nothing.
+    routing = getattr(config, "routing", None)
+    if isinstance(routing, RoutingConfig):
+        options = merge_options(options, routing.serve_options())
     options["name"] = deployment_name(prefix, config.model, config.version)
     card = config.card().model_dump(mode="json")
     options["user_config"] = {MODEL_CARD_KEY: card, **config.live_config()}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.app_config import ModelAppConfig, VLLMEngineConfig
 from deployments.contract import ADAPTERS_KEY, AdapterSpec, ModelCard
+from deployments.routing.config import RoutingConfig
 
 
 class EngineConfig(VLLMEngineConfig):
@@ -96,6 +97,12 @@ class LLMAppConfig(ModelAppConfig):
         "(docs/api.md 'Versions as adapters'). Listed here, a change restarts the replicas; "
         "listed in the deployment's user_config override, it reaches them in place.",
     )
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig,
+        description="How Serve routes this model's requests among its replicas: "
+        "policy 'power_of_two' (Serve's default router) or 'prefix_aware' (to the replica "
+        "that served the longest prefix, under a load guard); deployments/routing/config.py.",
+    )
 
     @model_validator(mode="after")
     def _check_tasks(self) -> LLMAppConfig:
@@ -112,6 +119,15 @@ class LLMAppConfig(ModelAppConfig):
         problem = adapter_list_problem(self.adapters, self.version)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> LLMAppConfig:
+        if self.routing.policy != "power_of_two" and "request_router_config" in self.deployment:
+            raise ValueError(
+                "routing.policy and deployment.request_router_config both choose the "
+                "request router: set only one"
+            )
         return self
 
     def live_config(self) -> dict[str, Any]:
