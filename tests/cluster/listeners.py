@@ -24,7 +24,8 @@ class Listener:
     ip: str
     port: int
     name: str  # the process's name (e.g. "raylet", "gcs_server")
-    title: str  # its title: Ray's workers name themselves, e.g. "ray::ServeReplica:app:dep"
+    title: str  # what it runs: Ray's workers name themselves ("ray::ServeReplica:app:dep"),
+    # a Python process by its script ("python dashboard.py"), a binary by its file name
     pid: int
 
     @property
@@ -40,7 +41,7 @@ def listening(root_pid: int) -> list[Listener]:
     out: dict[tuple[str, int], Listener] = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            title = " ".join(proc.cmdline()[:1])
+            title = _title(proc.cmdline()) or proc.name()
             for c in proc.net_connections(kind="tcp"):
                 if c.status == psutil.CONN_LISTEN:
                     key = (c.laddr.ip, c.laddr.port)
@@ -48,6 +49,19 @@ def listening(root_pid: int) -> list[Listener]:
         except psutil.NoSuchProcess:
             continue
     return sorted(out.values(), key=lambda s: (s.name, s.port))
+
+
+def _title(cmdline: list[str]) -> str:
+    if not cmdline:
+        return ""
+    if Path(cmdline[0]).name.startswith("python"):
+        if "-m" in cmdline[1:-1]:
+            return f"python -m {cmdline[cmdline.index('-m') + 1]}"
+        # Its script (a console script such as `serve` has no .py), else its first argument.
+        args = cmdline[1:]
+        script = next((a for a in args if a.endswith(".py")), args[0] if args else "")
+        return f"python {Path(script).name}".strip()
+    return Path(cmdline[0]).name
 
 
 def loopback(ip: str) -> bool:
