@@ -202,6 +202,7 @@ def served() -> Iterator[dict]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_default_sigint,  # stopped with Ctrl-C below
     )
     info = {"proc": proc, "state": state, "log": log_path, "started": started}
     info["base"] = f"http://127.0.0.1:{port}/v1/openai"
@@ -307,6 +308,15 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _default_sigint() -> None:
+    """SIGINT as a terminal's foreground command has it, whatever this pytest inherited: a
+    test suite started in the background of a non-interactive shell (`bash .ci/run &`) runs
+    with SIGINT ignored, which its children inherit; then `serve run` (Python installs no
+    KeyboardInterrupt handler for an ignored SIGINT) and scripts/serve.sh (a shell cannot
+    trap a signal ignored on entry) would never see the Ctrl-C these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _assert_loopback_or_token(root_pid: int) -> list[str]:
     """Every listening TCP socket of scripts/serve.sh's processes (its Ray head and all
     Ray started, `serve run`, HAProxy) is on loopback, or refuses a peer without Ray's
@@ -380,7 +390,7 @@ def test_serve_sh_prints_where_things_are_and_leaves_ray_defaults_alone(how: str
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=None if behind_haproxy else _ignore_sigint,
+                preexec_fn=_default_sigint if behind_haproxy else _ignore_sigint,
             )
             try:
                 while "All models are ready." not in _tail(log_path):
