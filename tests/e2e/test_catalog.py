@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TINY_MODEL, delete_app, tiny_llm_args
 from tests.e2e.internals import assert_no_internals
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +95,15 @@ def test_added_version_scales_from_zero_answers_by_every_form_and_goes_when_remo
             f"\nnew version listed after {listed_s:.1f} s; from zero: first answer after {cold:.1f} s"
         )
         assert "starting engine (2/2)" in seen, seen
-        assert httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()["status_message"] is None
+        # The catalog re-reads Serve every catalog_refresh_s: the replica that just
+        # answered may still read "starting" there for a refresh or two.
+        wait_until(
+            lambda: (
+                httpx.get(f"{openai_stack}/models/{TINY_MODEL}:2").json()["status_message"] is None
+            ),
+            "the catalog to show the woken version serving at full strength",
+            timeout_s=15,
+        )
 
         v1 = _greedy(client, f"{TINY_MODEL}:1")
         assert v1 != v2  # different weights answer differently
