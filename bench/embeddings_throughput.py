@@ -132,6 +132,12 @@ async def engine_phases(
         .get("env_vars", {})
     )
     os.environ.update({k: str(v) for k, v in env.items()})
+    # And the threads Ray gives the replica (OMP_NUM_THREADS = its num_cpus, at least
+    # 1, unless its env sets it; the engine's `cpu_threads` is applied by the engine
+    # class itself): the same engine with the same threads, so that the ratio measures
+    # the serving path, not a different thread count.
+    num_cpus = args.get("deployment", {}).get("ray_actor_options", {}).get("num_cpus", 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(num_cpus))))
     config = EmbeddingAppConfig.model_validate(args)
     engine_config = config.engine.for_model(config.model)
     path = await asyncio.to_thread(resolve_model_source, config.model_source)

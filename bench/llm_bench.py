@@ -32,6 +32,7 @@ import cpu
 import psutil
 from load import make_prompts, prioritize_client, run_level, warm_up
 from servers import (
+    DEFAULT_SERVERS,
     MARKER,
     REPO,
     SERVERS,
@@ -356,7 +357,13 @@ def ratio_lines(servers: list[dict]) -> list[str]:
             (lv["mode"], lv["concurrency"]): lv for lv in s["levels"]
         }
     rounds = sorted({r for _, r in by})
-    baselines = ["vllm", "rayllm", *(v for v, (app, _) in VARIANTS.items() if app != "ours")]
+    # vllm-uniproc first: the same engine without Ray in between, the limit (issue #34).
+    baselines = [
+        "vllm-uniproc",
+        "vllm",
+        "rayllm",
+        *(v for v, (app, _) in VARIANTS.items() if app != "ours" and v != "vllm-uniproc"),
+    ]
     bases = [b for b in baselines if any(k[0] == b for k in by)]
     ours = ["ours", *(v for v, (app, _) in VARIANTS.items() if app == "ours")]
     ours_kinds = [o for o in ours if any(k[0] == o for k in by)]
@@ -545,7 +552,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
+        default=",".join(DEFAULT_SERVERS),
         help="comma list of " + ",".join((*SERVERS, *VARIANTS)),
     )
     parser.add_argument(

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cpu import by_role, per_token, role_of, server_processes, snapshot
 from llm_bench import PLANS, QUICK_PLAN, resolve_model
 from load import make_prompts, run_level, warm_up
-from servers import Server
+from servers import SERVERS, VARIANTS, Server
 
 
 def pin_serving(server: Server, engine_cpus: set[int]) -> dict[str, list[int]]:
@@ -67,7 +67,7 @@ def pids_of(server: Server, role: str) -> list[int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--server", default="ours", choices=["vllm", "rayllm", "ours"])
+    ap.add_argument("--server", default="ours", choices=[*SERVERS, *VARIANTS])
     ap.add_argument("--model", default="gemma", choices=["tiny", "gemma"])
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--requests", type=int, default=48)

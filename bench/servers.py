@@ -36,6 +36,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("vllm", "rayllm", "ours")
+# What a plain `llm_bench.py` run compares, baselines first: `vllm serve` with our engine
+# layout (one process computing on every core: the limit of a serving path, issue #34),
+# `vllm serve` as users run it, Ray Serve LLM, and ours as shipped.
+DEFAULT_SERVERS = ("vllm-uniproc", "vllm", "rayllm", "ours")
 # "ours" runs as scripts/serve.sh does by default: in Ray Serve's throughput mode
 # (OURS_ENV), with the background periods of scripts/single_node.env. Not in the default
 # run: "ours-classic", the fallback (RAY_SERVE_THROUGHPUT_OPTIMIZED=0), and "ours-ha", ours behind
@@ -123,11 +127,14 @@ VARIANTS = {
     # `vllm serve` with its engine as one process too, as "ours" runs it.
     "vllm-uniproc": ("vllm", {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
     "ours-nohold": ("ours", {}),
+    # The engine on the one thread Ray's num_cpus gives the replica (before cpu_threads).
+    "ours-1thread": ("ours", {}),
 }
 # Arguments of our LLM application that a variant changes on top of "ours" as shipped.
 VARIANT_APP_ARGS = {
     # Every engine step its own chunk, at any load (no stream_interval_ms hold).
     "ours-nohold": {"stream_interval_ms": 0},
+    "ours-1thread": {"engine": {"cpu_threads": None}},
 }
 MARKER = "LLM_BENCH_RUN"
 
@@ -267,6 +274,7 @@ def _rayllm_config(model: ModelSpec, port: int, env: dict, gpu: bool, direct: bo
 def _ours_config(
     model: ModelSpec, port: int, env: dict, gpu: bool, app_args: dict | None = None
 ) -> dict:
+    app_args = app_args or {}
     actor = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
     if gpu:
         actor["num_gpus"] = 1
@@ -289,9 +297,14 @@ def _ours_config(
                     "version": "1",
                     "default": True,
                     "model_source": str(model.path),
-                    "engine": {"engine_kwargs": dict(model.engine_kwargs)},
+                    # As serve_config.yaml runs its CPU engines: on every core.
+                    "engine": {
+                        "engine_kwargs": dict(model.engine_kwargs),
+                        **({} if gpu else {"cpu_threads": "all"}),
+                        **app_args.get("engine", {}),
+                    },
                     "deployment": {"ray_actor_options": actor},
-                    **(app_args or {}),
+                    **{k: v for k, v in app_args.items() if k != "engine"},
                 },
             },
         ],

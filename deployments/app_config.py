@@ -4,9 +4,9 @@ vLLM engines (VLLMEngineConfig). The LLM, embeddings and image configs extend th
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from deployments.contract import ModelCard
 
@@ -48,6 +48,13 @@ class VLLMEngineConfig(EngineConfigBase):
         "enforce_eager, tensor_parallel_size, gpu_memory_utilization; max_num_seqs "
         "and max_num_batched_tokens bound one engine batch). vLLM validates them when "
         "the replica starts.",
+    )
+    cpu_threads: Annotated[StrictInt, Field(ge=1, le=1024)] | Literal["all"] | None = Field(
+        default=None,
+        description="CPU engines: OpenMP threads of the forward pass (`all`: every CPU "
+        "the replica may run on). Unset, the engine keeps the OMP_NUM_THREADS Ray gives "
+        "the replica (its num_cpus). Ignored on a CUDA machine "
+        "(deployments/cpu_threads.py).",
     )
 
     def for_model(self, model: str) -> Self:

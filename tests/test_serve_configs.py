@@ -74,3 +74,28 @@ def test_the_benchmark_runs_the_cpu_engine_layout_the_default_ships():
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in gpu
     gpu_apps = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())["applications"]
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in str(gpu_apps)
+
+
+def test_the_cpu_default_engines_compute_on_every_core_and_the_benchmark_measures_that():
+    """serve_config.yaml's chat engine runs on every core (`engine.cpu_threads: all`,
+    docs/performance.md "Every core to the engine"), bench's `ours` as shipped, its
+    `ours-1thread` variant on Ray's one thread; the GPU config leaves it unset."""
+    import servers  # bench/, on pytest's pythonpath
+
+    apps = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    engines = {a["name"]: a["args"].get("engine", {}) for a in apps}
+    assert engines["gemma-3-270m-q4km"]["cpu_threads"] == "all"
+    # MiniLM's engine runs beside Gemma's on the same cores: Ray's one thread.
+    assert "cpu_threads" not in engines["all-minilm-l6-v2"]
+    gpu_apps = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())["applications"]
+    assert "cpu_threads" not in str(gpu_apps)
+    spec = servers.ModelSpec("tiny", "m", "src", ROOT, {}, 1)
+
+    def engine_of(kind: str, gpu: bool = False) -> dict:
+        server = servers.Server(kind, spec, gpu=gpu)
+        config = servers._ours_config(spec, 1, {}, gpu, server.app_args)
+        return config["applications"][1]["args"]["engine"]
+
+    assert engine_of("ours")["cpu_threads"] == "all"
+    assert engine_of("ours-1thread")["cpu_threads"] is None
+    assert "cpu_threads" not in engine_of("ours", gpu=True)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from deployments.cpu_threads import apply_cpu_threads
 from deployments.dtype import resolve_dtype
 from deployments.embeddings.config import EmbeddingEngineConfig
 from deployments.embeddings.pooling import PoolingMode, PoolingSpec
@@ -78,6 +79,7 @@ class VLLMEmbeddingEngine(AsyncLLMHolder):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        apply_cpu_threads(self._config.cpu_threads)
         kwargs = resolve_dtype(dict(self._config.engine_kwargs))
         if self._spec.max_seq_length and "max_model_len" not in kwargs:
             # What sentence-transformers truncates at (all-MiniLM-L6-v2: 256 of 512

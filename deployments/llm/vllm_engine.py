@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from deployments.contract import SamplingOptions, TokenLogprob, ToolCall
+from deployments.cpu_threads import apply_cpu_threads
 from deployments.dtype import resolve_dtype
 from deployments.engine_base import AsyncLLMHolder
 from deployments.errors import InvalidAdapter, InvalidInput, PromptTooLong
@@ -41,6 +42,7 @@ class VLLMEngine(AsyncLLMHolder):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        apply_cpu_threads(self._config.cpu_threads)
         kwargs = resolve_dtype(dict(self._config.engine_kwargs))
         # Compact guided JSON (no free whitespace between tokens): a model cannot pad
         # a forced tool call or a schema answer with newlines until max_tokens, and
