@@ -13,7 +13,8 @@ pair) and `on_request_routed` (the count and the insert), for `--n` requests: ha
 continue a cached conversation (affinity), half start a new one under a known tenant.
 The tree's bounds are raised so that every prefix stays cached.
 
-Prints JSON: p50 / p99 / mean µs of each, the tree's size (nodes, characters) and its
+Prints JSON, and writes it to bench/results/router-decision-<timestamp>.json
+(`--out`): p50 / p99 / mean µs of each, the tree's size (nodes, characters) and its
 memory (what the inserts allocated and kept, by tracemalloc). Timings are the machine's: on a
 loaded machine, repeat them, and compare only runs from the same machine.
 """
@@ -28,6 +29,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from ray.serve._private.common import (
@@ -187,9 +189,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--n", type=int, default=5_000, help="requests timed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent / "results"),
+        help="folder of the JSON (router-decision-<timestamp>.json); '' writes none",
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        path = Path(args.out) / f"router-decision-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(text + "\n")
+        print(f"wrote {path}")
     return result
 
 

@@ -328,6 +328,8 @@ class Server:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Extra arguments of our LLM application (e.g. stream_interval_ms), ours only.
     app_args: dict = field(default_factory=dict)
+    # The Ray node's metrics export port (the Ray-based servers), set by start().
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         base, env = VARIANTS.get(self.kind, (self.kind, {}))
@@ -422,6 +424,7 @@ class Server:
             )
             return
         gcs_port = free_port()
+        self.metrics_port = free_port()
         ray = str(Path(py).with_name("ray"))
         self._spawn(
             [
@@ -451,20 +454,14 @@ class Server:
                 "--runtime-env-agent-port",
                 str(free_port()),
                 "--metrics-export-port",
-                str(free_port()),
+                str(self.metrics_port),
             ],
             "ray.log",
             "ray start",
         )
         self._wait_for_gcs(gcs_port, timeout_s=120)
         config = self.workdir / "serve_config.yaml"
-        env = self.model_env()
-        if self.app == "rayllm":
-            direct = self.extra_env.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1"
-            serve_config = _rayllm_config(self.model, self.port, env, self.gpu, direct)
-        else:
-            serve_config = _ours_config(self.model, self.port, env, self.gpu, self.app_args)
-        config.write_text(yaml.safe_dump(serve_config))
+        config.write_text(yaml.safe_dump(self.serve_config()))
         self._spawn(
             [
                 str(Path(py).with_name("serve")),
@@ -476,6 +473,19 @@ class Server:
             "server.log",
             "serve run",
         )
+
+    def serve_config(self) -> dict:
+        """The config `serve run` gets (the Ray-based servers)."""
+        env = self.model_env()
+        if self.app == "rayllm":
+            direct = self.extra_env.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1"
+            return _rayllm_config(self.model, self.port, env, self.gpu, direct)
+        return _ours_config(self.model, self.port, env, self.gpu, self.app_args)
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus text of the Ray node's metrics agent (the Ray-based servers)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def _wait_for_gcs(self, port: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -135,6 +135,12 @@ class LLMEngine(ModelEngine, Protocol):
         """Requests the engine holds, running or waiting (0 before start)."""
         ...
 
+    def prefix_cache_counts(self) -> dict[str, int]:
+        """Prompt tokens looked up in the prefix cache (`queries`) and found (`hits`)
+        since start (deployments/llm/cache_stats.py); zeros where the engine keeps
+        no stats (`disable_log_stats`)."""
+        ...
+
     def tool_parser(self, name: str) -> ToolParser:
         """The parser of that name (e.g. "hermes").
 

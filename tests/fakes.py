@@ -113,6 +113,7 @@ class FakeEngine:
         self.adapters: dict[int, AdapterRef] = {}  # loaded now, by int_id
         self.stream_adapters: list[str | None] = []  # per stream call: its adapter's name
         self._running = 0
+        self.prefix_cache = {"queries": 0, "hits": 0}
 
     async def start(self) -> None:
         self.started = True
@@ -124,6 +125,9 @@ class FakeEngine:
 
     def num_unfinished_requests(self) -> int:
         return self._running
+
+    def prefix_cache_counts(self) -> dict[str, int]:
+        return dict(self.prefix_cache)
 
     def tool_parser(self, name: str) -> ToolParser:
         return FakeToolParser()

@@ -73,13 +73,14 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         self._active = 0
 
     async def _publish_stats(self, period_s: float = 0.5) -> None:
-        """Exports the engine's own count of requests it holds (running or waiting),
-        so aborts on disconnect can be seen from Prometheus, not just inferred."""
+        """Exports, per replica, the engine's own count of requests it holds (running
+        or waiting: aborts on disconnect are seen in Prometheus, not inferred) and its
+        prefix cache's lookups and hits in tokens (what a router's affinity buys)."""
         try:
             from ray import serve
-            from ray.util.metrics import Gauge
+            from ray.util.metrics import Counter, Gauge
 
-            app = serve.get_replica_context().app_name
+            context = serve.get_replica_context()
         except Exception:  # not inside a Serve replica (unit tests)
             return
         gauge = Gauge(
@@ -87,9 +88,27 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
             "Requests the engine holds (running or waiting).",
             tag_keys=("model", "deploy_id"),
         )
-        tags = {"model": self._config.model, "deploy_id": app}
+        cache_tags = ("model", "deploy_id", "replica")
+        queries = Counter(
+            "openai_serve_prefix_cache_queries",
+            "Prompt tokens looked up in the engine's prefix cache, per replica.",
+            tag_keys=cache_tags,
+        )
+        hits = Counter(
+            "openai_serve_prefix_cache_hits",
+            "Prompt tokens found in the engine's prefix cache, per replica.",
+            tag_keys=cache_tags,
+        )
+        tags = {"model": self._config.model, "deploy_id": context.app_name}
+        replica_tags = {**tags, "replica": context.replica_id.unique_id}
+        published = {"queries": 0, "hits": 0}
         while True:
             gauge.set(self._engine.num_unfinished_requests(), tags)
+            counts = self._engine.prefix_cache_counts()
+            for name, counter in (("queries", queries), ("hits", hits)):
+                if counts[name] > published[name]:
+                    counter.inc(counts[name] - published[name], replica_tags)
+                    published[name] = counts[name]
             await asyncio.sleep(period_s)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -99,7 +118,8 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
 
     def stats(self) -> dict[str, Any]:
         """Engine-side counts, for tests and metrics: requests still in the engine,
-        adapter loads by version, and which replica and engine answered."""
+        its prefix cache's lookups and hits (tokens), adapter loads by version, and
+        which replica and engine answered."""
         try:
             from ray import serve
 
@@ -108,6 +128,7 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
             replica = ""
         return {
             "unfinished_requests": self._engine.num_unfinished_requests(),
+            "prefix_cache": self._engine.prefix_cache_counts(),
             "adapter_loads": dict(self._adapters.loads),
             "replica": replica,
             "engine": id(self._engine),

@@ -16,6 +16,7 @@ from deployments.cpu_threads import apply_cpu_threads
 from deployments.dtype import resolve_dtype
 from deployments.engine_base import AsyncLLMHolder
 from deployments.errors import InvalidAdapter, InvalidInput, PromptTooLong
+from deployments.llm.cache_stats import CountingLoggerFactory, PrefixCacheCounts
 from deployments.llm.config import EngineConfig
 from deployments.llm.tools import new_call_id
 
@@ -34,6 +35,7 @@ class VLLMEngine(AsyncLLMHolder):
         self._engine: Any = None
         self._tokenizer: Any = None
         self.max_model_len: int = 0
+        self._prefix_cache = PrefixCacheCounts()
 
     async def start(self) -> None:
         # Imported here so that importing this module (e.g. by the builder, which
@@ -59,7 +61,13 @@ class VLLMEngine(AsyncLLMHolder):
             served_model_name=self._config.served_model_name,
             **kwargs,
         )
-        self._engine = AsyncLLM.from_engine_args(args)
+        # Our logger beside vLLM's own: the prefix cache's queries and hits, per replica.
+        self._engine = AsyncLLM.from_engine_args(
+            # vLLM types the factory's product as its StatLoggerBase; ours has that
+            # class's methods without importing vLLM (cache_stats.py).
+            args,
+            stat_loggers=[CountingLoggerFactory(self._prefix_cache)],  # type: ignore[list-item]
+        )
         self._tokenizer = self._engine.get_tokenizer()
         self.max_model_len = int(self._engine.model_config.max_model_len)
         logger.info(
@@ -71,6 +79,9 @@ class VLLMEngine(AsyncLLMHolder):
 
     def num_unfinished_requests(self) -> int:
         return int(self._engine.get_num_unfinished_requests()) if self._engine else 0
+
+    def prefix_cache_counts(self) -> dict[str, int]:
+        return self._prefix_cache.as_dict()
 
     # Prompt rendering -----------------------------------------------------------
 

@@ -141,10 +141,17 @@ class PrefixPolicy(Generic[R]):
     replica that is gone. `decisions` counts by kind, for metrics.
     """
 
-    def __init__(self, config: RoutingConfig, tree: PrefixTree[R] | None = None) -> None:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        tree: PrefixTree[R] | None = None,
+        on_decision: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_decision` is called with each counted decision's kind (metrics)."""
         self.config = config
         self.tree: PrefixTree[R] = tree or PrefixTree(config.max_tree_chars, config.max_tree_nodes)
         self.decisions: dict[str, int] = dict.fromkeys(DECISION_KINDS, 0)
+        self._on_decision = on_decision
 
     def texts(self, args: Iterable[Any]) -> tuple[str, ...]:
         """The routing key(s) of a handle call's arguments (`routing_texts`)."""
@@ -201,6 +208,8 @@ class PrefixPolicy(Generic[R]):
             if kind == "affinity" and replica not in decision.targets:
                 kind = "fallback"
             self.decisions[kind] += 1
+            if self._on_decision is not None:
+                self._on_decision(kind)
         for text in texts:
             self.tree.insert(text, replica)
 

@@ -31,7 +31,8 @@ The decision (deployments/routing/policy.py), per call:
 3. Otherwise the power-of-two pair alone: Serve's default behaviour.
 
 Once a replica accepts, the request's key is inserted for it, and the decision is
-counted by kind (`decisions`). A replica that leaves (scale down, death) is
+counted by kind (`decisions`, exported as `openai_serve_router_decisions`:
+deployments/routing/metrics.py). A replica that leaves (scale down, death) is
 forgotten: its prefixes match elsewhere from the next request.
 
 No FIFOMixin, unlike Serve's default router: FIFO hands a replica found for one
@@ -54,6 +55,7 @@ from ray.serve.request_router import (
 )
 
 from deployments.routing.config import RoutingConfig
+from deployments.routing.metrics import decision_recorder
 from deployments.routing.policy import Decision, PrefixPolicy, shared_tree
 
 
@@ -76,7 +78,9 @@ class PrefixAwareRequestRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         (RoutingConfig.router_kwargs)."""
         config = RoutingConfig.model_validate({**kwargs, "policy": "prefix_aware"})
         owner = (self._deployment_id.app_name, self._deployment_id.name)
-        self._policy: PrefixPolicy[ReplicaID] = PrefixPolicy(config, shared_tree(owner, config))
+        self._policy: PrefixPolicy[ReplicaID] = PrefixPolicy(
+            config, shared_tree(owner, config), decision_recorder(owner[0])
+        )
         self._decided: dict[str, Decision[ReplicaID]] = {}
 
     @property

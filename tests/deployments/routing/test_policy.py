@@ -147,6 +147,15 @@ def test_decisions_are_counted_by_kind_when_the_request_is_routed():
     }
 
 
+def test_each_counted_decision_reaches_the_metrics_hook_once():
+    seen: list[str] = []
+    policy: PrefixPolicy[str] = PrefixPolicy(RoutingConfig(min_match_chars=64), None, seen.append)
+    policy.record(Decision("no_match"), (SYSTEM,), "a")
+    policy.record(Decision("affinity", ("a",)), (SYSTEM,), "b")  # went elsewhere
+    policy.record(None, (SYSTEM,), "a")  # not known any more: not counted
+    assert seen == ["no_match", "fallback"]
+
+
 def test_a_forgotten_replica_s_prefixes_match_elsewhere():
     policy = _policy()
     policy.record(None, (SYSTEM + "a's conversation",), "a")
