@@ -38,6 +38,17 @@ API_KEYS_SECRET, API_KEYS_SECRET_KEY, API_KEYS_ENV = (
     "OPENAI_SERVE_API_KEYS",
 )
 
+# The ingress's state store (ingress/store.py: stored responses): PostgreSQL by URL,
+# postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB, from this Secret into the env var the
+# ingress reads (state.url_env). Optional: without the Secret each node's ingress
+# replicas keep an SQLite file of their own, lost with the pod and not shared between
+# nodes (a stored response is then found only by the replicas of the node that stored it).
+STATE_SECRET, STATE_SECRET_KEY, STATE_ENV = (
+    "openai-serve-state",
+    "url",
+    "OPENAI_SERVE_STATE_URL",
+)
+
 # Ray's token authentication (Ray 2.52+, KubeRay 1.6+ for secretName): every Ray
 # process, and every client of the cluster, presents the token from this Secret.
 # `authOptions` makes KubeRay put it on the containers it adds itself (autoscaler,
@@ -88,7 +99,7 @@ HEADER = """\
 # they land there). Image: cluster/Dockerfile. Models: the PVC {claim},
 # mounted read-only at /models on the GPU workers (files readable by uid {uid}).
 #
-# Two Secrets, made by you (this file holds no secret):
+# Three Secrets, made by you (this file holds no secret; the third is optional):
 #   {token_secret}  key {token_key}: Ray's token. Token authentication is on
 #     (authOptions): every Ray port (GCS, raylet, object manager, agents, client
 #     server, dashboard) refuses a peer without it; KubeRay sends it to the dashboard
@@ -96,9 +107,14 @@ HEADER = """\
 #     port need none.
 #   {secret}  key {secret_key}: the ingress's API keys, comma-separated, as
 #     {env} on every node (auth is on in serve_config.gpu.yaml).
+#   {state_secret}  key {state_key}: the state store's PostgreSQL (stored responses of
+#     the Responses API), as {state_env} on every node:
+#     postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB (tables made on first use; backups
+#     are yours). Without it, each node keeps an SQLite file of its own, lost with its pod.
 #
 #   kubectl create secret generic {token_secret} --from-literal={token_key}="$(openssl rand -hex 32)"
 #   kubectl create secret generic {secret} --from-literal={secret_key}=KEY1,KEY2
+#   kubectl create secret generic {state_secret} --from-literal={state_key}=postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB
 #   kubectl apply -f cluster/rayservice.yaml
 #   kubectl get rayservice {name}          # waits for Ready; then:
 #   kubectl port-forward svc/{name}-serve-svc 8000:8000
@@ -161,8 +177,11 @@ def _url(port_name: str, path: str) -> str:
     return f"http://localhost:{_PORTS[port_name]}{path}"
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:  # the pod starts without the Secret; the variable is then unset
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -262,6 +281,7 @@ def manifest(serve_config_text: str) -> dict[str, Any]:
         {"name": "RAY_AUTH_MODE", "value": "token"},
         _secret_env("RAY_AUTH_TOKEN", RAY_TOKEN_SECRET, RAY_TOKEN_SECRET_KEY),
         _secret_env(API_KEYS_ENV, API_KEYS_SECRET, API_KEYS_SECRET_KEY),
+        _secret_env(STATE_ENV, STATE_SECRET, STATE_SECRET_KEY, optional=True),
     ]
     head = {
         # The dashboard on every interface: the operator reaches it through the head
@@ -428,6 +448,9 @@ def render(serve_config: Path = SERVE_CONFIG) -> str:
             secret=API_KEYS_SECRET,
             secret_key=API_KEYS_SECRET_KEY,
             env=API_KEYS_ENV,
+            state_secret=STATE_SECRET,
+            state_key=STATE_SECRET_KEY,
+            state_env=STATE_ENV,
             token_secret=RAY_TOKEN_SECRET,
             token_key=RAY_TOKEN_SECRET_KEY,
             uid=RUN_AS_USER,

@@ -4,6 +4,8 @@ HeaderLimitMiddleware (431) → AuthMiddleware (401)            ingress/guards.p
 → route → _endpoint: the one place a failure becomes a response, and each
   answer is counted                                            (below)
 → the endpoint handler: parse → convert → forward → shape      ingress/endpoints/
+  (responses: the same, on the chat path; stored state        ingress/responses.py,
+  in the store)                                                ingress/store.py)
 → forward: resolve → admit → handle → wait → answer → release  ingress/forward.py
 """
 
@@ -28,6 +30,12 @@ from ingress.endpoints.completions import completions
 from ingress.endpoints.embeddings import embeddings
 from ingress.endpoints.images import images_generations
 from ingress.endpoints.models import get_model, list_models
+from ingress.endpoints.responses import (
+    create_response,
+    delete_response,
+    get_response,
+    list_input_items,
+)
 from ingress.errors import API_PREFIX, http_exception, serve_error
 from ingress.forward import RequestContext
 from ingress.guards import HeaderLimitMiddleware
@@ -96,12 +104,17 @@ def build_asgi_app(api: Api, node_metrics: NodeMetrics | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(api.forwarder.catalog.run_refresh_loop())
+        tasks = [asyncio.create_task(api.forwarder.catalog.run_refresh_loop())]
+        if api.store is not None:
+            tasks.append(asyncio.create_task(api.store.run_prune_loop()))
         try:
             yield
         finally:
-            refresher.cancel()
+            for task in tasks:
+                task.cancel()
             node.close()
+            if api.store is not None:
+                await api.store.close()
 
     def post(path: str, handler: Handler, task: Task) -> Route:
         return Route(f"{API_PREFIX}{path}", _endpoint(api, handler, task), methods=["POST"])
@@ -115,6 +128,20 @@ def build_asgi_app(api: Api, node_metrics: NodeMetrics | None = None) -> Starlet
         post("/completions", completions, "completion"),
         post("/embeddings", embeddings, "embeddings"),
         post("/images/generations", images_generations, "image"),
+        post("/responses", create_response, "chat"),  # on the chat pipeline
+        Route(
+            f"{API_PREFIX}/responses/{{response_id}}", _endpoint(api, get_response), methods=["GET"]
+        ),
+        Route(
+            f"{API_PREFIX}/responses/{{response_id}}",
+            _endpoint(api, delete_response),
+            methods=["DELETE"],
+        ),
+        Route(
+            f"{API_PREFIX}/responses/{{response_id}}/input_items",
+            _endpoint(api, list_input_items),
+            methods=["GET"],
+        ),
         *playground_routes(),  # GET / and /playground: the page, public (its calls carry the key)
     ]
     config = api.config

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ingress.bounds import RequestBounds
 
@@ -46,10 +47,78 @@ class AuthConfig(BaseModel):
         return self
 
 
+STATE_URL_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def state_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the state store's URL (its driver), or None. The answer names
+    the scheme only, never the rest (a password)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in STATE_URL_SCHEMES:
+        return None
+    shown = f"'{scheme}'" if scheme.replace("+", "").isalnum() else "none"
+    return (
+        f"the state store's URL must use the driver postgresql+asyncpg:// or "
+        f"sqlite+aiosqlite:///, not {shown}"
+    )
+
+
+class StateConfig(BaseModel):
+    """Where the ingress keeps state between requests (ingress/store.py): stored
+    responses of the Responses API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        default=None,
+        repr=False,  # may hold a password
+        description="SQLAlchemy URL, postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB or "
+        "sqlite+aiosqlite:///PATH; None: the variable `url_env`, else the SQLite file "
+        "`data_dir`/state.db.",
+    )
+    url_env: str = Field(
+        default="OPENAI_SERVE_STATE_URL",
+        description="Environment variable holding the URL when `url` is None (KubeRay: "
+        "from the Secret openai-serve-state).",
+    )
+    data_dir: str = Field(
+        default="~/.openai-serve",
+        description="Folder of the default SQLite file state.db (created mode 0700).",
+    )
+    response_max_age_s: float = Field(
+        default=30 * 24 * 3600.0, gt=0, description="Stored responses older than this go."
+    )
+    max_responses_per_key: int = Field(
+        default=10_000, ge=1, description="Stored responses per API key; the oldest go first."
+    )
+    max_stored_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="Largest stored response (its JSON: response, input items, context).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, url: str | None) -> str | None:
+        problem = None if url is None else state_url_problem(url)
+        if problem is None:
+            return url
+        # A ValidationError of our own, so that the error shows no input (the URL may
+        # hold a password; pydantic would print it as input_value).
+        error = InitErrorDetails(
+            type=PydanticCustomError("state_url", problem), loc=(), input="<hidden>"
+        )
+        raise ValidationError.from_exception_data("StateConfig", [error])
+
+
 class IngressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    state: StateConfig = Field(
+        default_factory=StateConfig,
+        description="The state store (ingress/store.py): SQLite by default, PostgreSQL by URL.",
+    )
 
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger request bodies get a 413."

@@ -14,6 +14,7 @@ from ingress.endpoints import Api
 from ingress.forward import Forwarder
 from ingress.handles import HandleCache
 from ingress.metrics import IngressMetrics
+from ingress.store import Store
 
 
 @serve.ingress()
@@ -36,7 +37,7 @@ class OpenAIIngress:
             IngressMetrics(),
             key_limit=self._config.auth.max_concurrent_requests_per_key,
         )
-        self._api = Api(self._config, forwarder)
+        self._api = Api(self._config, forwarder, Store(self._config.state))
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_asgi_app(self._api)

@@ -98,6 +98,12 @@ class OpenAIError(Exception):
         """The in-band form, once a stream has started (status already sent)."""
         return f"data: {json.dumps(self.body())}\n\n"
 
+    def response_code(self) -> str:
+        """The Responses API's error code for this error (its ResponseErrorCode enum)."""
+        if self.status == 429:
+            return "rate_limit_exceeded"
+        return "invalid_prompt" if self.status < 500 else "server_error"
+
 
 def from_info(info: ErrorInfo) -> OpenAIError:
     """A model deployment's error value → the error the client gets."""
@@ -112,8 +118,9 @@ def from_info(info: ErrorInfo) -> OpenAIError:
     )
 
 
-def from_validation_error(exc: ValidationError) -> OpenAIError:
-    """pydantic → 400 naming the first offending field (its path, not its value)."""
+def from_validation_error(exc: ValidationError, prefix: str = "") -> OpenAIError:
+    """pydantic → 400 naming the first offending field (its path, not its value);
+    `prefix` places a part parsed on its own (`input.2`) in the whole request."""
     first = exc.errors(include_url=False, include_input=False)[0]
     loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith("function-")]
     # Union members appear in the path as type names; drop them for a readable param.
@@ -132,7 +139,7 @@ def from_validation_error(exc: ValidationError) -> OpenAIError:
         }
         and not p.startswith(("list[", "literal["))
     ]
-    param = ".".join(loc) or None
+    param = ".".join([prefix, *loc] if prefix else loc) or None
     msg = first.get("msg", "invalid value")
     text = f"Invalid value for '{param}': {msg}" if param else f"Invalid request: {msg}"
     count = exc.error_count()

@@ -1,11 +1,13 @@
 """OpenAI stream framing: engine chunks → SSE frames (`data: {json}\\n\\n`).
 
-Usage, two ways at once:
-  * DeepInfra's: the chunk that carries a choice's `finish_reason` also carries
-    `usage` (the counts so far; the last one holds the totals), without the client
-    asking. Its reference snippets read usage exactly there.
-  * OpenAI's: with `stream_options.include_usage`, one more chunk with
-    `choices: []` and the total usage, just before `data: [DONE]`.
+Usage, one of two ways:
+  * OpenAI's, when the client sets `stream_options.include_usage`: one more chunk
+    with `choices: []` and the total usage, just before `data: [DONE]`, and usage on
+    no other chunk (clients that add up every chunk's usage, such as LangChain,
+    would count it twice).
+  * DeepInfra's, otherwise: the chunk that carries a choice's `finish_reason` also
+    carries `usage` (the counts so far; the last one holds the totals), without the
+    client asking. Its reference snippets read usage exactly there.
 A choice's last text and its finish_reason travel in two chunks, as OpenAI sends
 them, so a client that prints text only on non-final chunks loses nothing.
 """
@@ -13,7 +15,7 @@ them, so a client that prints text only on non-final chunks loses nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from starlette.responses import StreamingResponse
@@ -21,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from deployments.contract import ErrorInfo, GenerationChunk
 from ingress.convert import chat_logprobs, completion_logprobs, tool_call_deltas
-from ingress.errors import from_info, serve_error
+from ingress.errors import OpenAIError, from_info, serve_error
 from ingress.forward import ForwardedStream
 from ingress.wire.chat import ChatChunkChoice, ChatCompletionChunk, ChatDelta
 from ingress.wire.common import Usage
@@ -127,6 +129,10 @@ class ChunkFramer:
             return self._text(index, text, logprobs=None)
         return template[0] + json.dumps(text, ensure_ascii=False) + template[1]
 
+    def _unasked(self, chunk: GenerationChunk) -> Usage | None:
+        """DeepInfra's usage on a finish chunk, unless OpenAI's final chunk was asked."""
+        return None if self.include_usage else _usage(chunk)
+
     def frames(self, chunk: GenerationChunk) -> str:
         self._last = chunk
         out = []
@@ -148,7 +154,9 @@ class ChunkFramer:
                         self._chat(d.index, ChatDelta(tool_calls=tool_call_deltas(d.tool_calls)))
                     )
                 if d.finish_reason is not None:
-                    out.append(self._chat(d.index, ChatDelta(), d.finish_reason, _usage(chunk)))
+                    out.append(
+                        self._chat(d.index, ChatDelta(), d.finish_reason, self._unasked(chunk))
+                    )
             else:
                 if d.text:
                     offset = self._text_offset.get(d.index, 0)
@@ -162,7 +170,7 @@ class ChunkFramer:
                             )
                         )
                 if d.finish_reason is not None:
-                    out.append(self._text(d.index, "", d.finish_reason, _usage(chunk)))
+                    out.append(self._text(d.index, "", d.finish_reason, self._unasked(chunk)))
         return "".join(out)
 
     def closing_frames(self) -> str:
@@ -179,52 +187,67 @@ class ChunkFramer:
         return _frame(json.dumps(body)) + DONE_FRAME
 
 
-async def sse_stream(
-    framer: ChunkFramer, stream: ForwardedStream, request_id: str
+async def relay(
+    stream: ForwardedStream,
+    frames: Callable[[GenerationChunk], str],
+    closing: Callable[[], Awaitable[str]],
+    failed: Callable[[OpenAIError], str],
+    request_id: str,
 ) -> AsyncIterator[str]:
-    """The body of a streaming response, whose status (200) is already decided.
+    """The body of a streaming response, whose status (200) is already decided: each
+    chunk's `frames`, then `closing` once the engine is done.
 
-    A failure after this point can only be reported in-band: one `data: {error}`
-    frame; `data: [DONE]` always ends the stream, exactly once. The stream is closed
-    by the response (SSEResponse), however the body ends.
+    A failure after this point can only be reported in-band, as `failed` frames it.
+    The stream is closed by the response (SSEResponse), however the body ends.
+    Chat and completions frame with ChunkFramer (sse_stream); the Responses API with
+    its typed events (ingress/responses.py).
     """
     first: GenerationChunk = stream.first
     last = first
     try:
         stream.timer.chunk()
-        yield framer.frames(first)
+        yield frames(first)
         if not first.finished:
             async for item in stream.rest:
                 if isinstance(item, ErrorInfo):
                     stream.finished = True
-                    yield from_info(item).sse_event() + DONE_FRAME
+                    yield failed(from_info(item))
                     return
                 last = item
-                text = framer.frames(item)
+                text = frames(item)
                 if text:
                     stream.timer.chunk()
                     yield text
         stream.finished = True
         stream.timer.finish(last.prompt_tokens, last.completion_tokens)
-        yield framer.closing_frames()
+        yield await closing()
     except Exception as exc:  # the model replica died mid-stream, or a bug here
         # Not marked finished: closing the stream cancels the replica's generator, in
         # case the failure was ours and the replica is still generating.
-        yield serve_error(exc, request_id).sse_event() + DONE_FRAME
+        yield failed(serve_error(exc, request_id))
+
+
+def sse_stream(framer: ChunkFramer, stream: ForwardedStream, request_id: str) -> AsyncIterator[str]:
+    """Chat and completions: a failure is one `data: {error}` frame, and `data: [DONE]`
+    always ends the stream, exactly once."""
+
+    async def closing() -> str:
+        return framer.closing_frames()
+
+    return relay(stream, framer.frames, closing, lambda e: e.sse_event() + DONE_FRAME, request_id)
 
 
 class SSEResponse(StreamingResponse):
     """A text/event-stream response that closes its ForwardedStream when the response
     ends, however it ends: read to the end, client gone, or cancelled by Starlette
-    before the body was ever iterated (where a generator's `finally` never runs)."""
+    before the body was ever iterated (where a generator's `finally` never runs).
+
+    `body`: the frames (sse_stream here; the Responses API's events elsewhere)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, framer: ChunkFramer, stream: ForwardedStream, request_id: str) -> None:
-        super().__init__(
-            sse_stream(framer, stream, request_id),
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+    def __init__(self, body: AsyncIterator[str], stream: ForwardedStream) -> None:
+        super().__init__(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The test suite's tools outside Python: node >= 20 with npm, each tests/*/ folder's
 # npm packages exactly as its package-lock.json pins them (tests/browser: playwright-core
-# for tests/e2e/test_playground.py; tests/node: the openai SDK), and Debian's chromium
-# for the browser tests (never a browser that playwright downloads). `scripts/install.sh
-# --test` runs this, and so does scripts/test.sh before every run. Idempotent, and quick
-# when all is there: apt-get only for what is missing, `npm ci` only in a folder whose
+# for tests/e2e/test_playground.py; tests/node: the openai SDK; tests/clients/node: the
+# Vercel AI SDK), Debian's chromium for
+# the browser tests (never a browser that playwright downloads), and Debian's postgresql
+# for the state store's tests (tests/postgres.py starts a throwaway server of its own
+# from its binaries; the package's own service is not used). `scripts/install.sh --test`
+# runs this, and so does scripts/test.sh before every run. Idempotent, and quick when all
+# is there: apt-get only for what is missing, `npm ci` only in a folder whose
 # node_modules was not installed from its current package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +15,20 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# A PostgreSQL server, found as tests/postgres.py finds it: `pg_config --bindir`, else
+# /usr/lib/postgresql/<version>/bin, else PATH.
+pg_bindir() {
+    local dir
+    for dir in "$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin \
+        "$(dirname "$(command -v pg_ctl 2>/dev/null || echo /nonexistent/pg_ctl)")"; do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    return 1
+}
+pg_bindir >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,7 +45,7 @@ fi
 # downloads nothing anyway, and this keeps it so should a dependency ever ask. The stamp
 # (the lockfile's sha256, written once npm ci succeeded) skips a folder already installed
 # from that lockfile.
-for lock in tests/*/package-lock.json; do
+for lock in tests/*/package-lock.json tests/clients/node/package-lock.json; do
     dir="$(dirname "$lock")"
     stamp="$dir/node_modules/.openai-serve-lock.sha256"
     want="$(sha256sum "$lock" | cut -d' ' -f1)"
@@ -36,4 +53,4 @@ for lock in tests/*/package-lock.json; do
     (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$stamp"
 done
-echo "test tools: $(/usr/bin/chromium --version 2>/dev/null | head -1) | node $(node --version) | playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
+echo "test tools: $(/usr/bin/chromium --version 2>/dev/null | head -1) | node $(node --version) | playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version') | $("$(pg_bindir)/postgres" --version)"

@@ -62,11 +62,15 @@ TEST_ENGINE_ENV = {
     "OPENAI_SERVE_CACHE": os.environ["OPENAI_SERVE_CACHE"],
     "HF_HUB_OFFLINE": "1",
 }
+# The session ingress's state store (stored responses): a SQLite file of this run's.
+STATE_DIR = _RUN_DIR / "state"
 TINY_MODEL = "tiny/llama"
 TINY_APP = "tiny-llama-v1"
 # The reference's snippets name this model; the tiny app answers to it as an alias so
 # the snippets run with only the base URL changed.
 SNIPPET_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+EMBEDDINGS_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDINGS_APP = "minilm"
 TINY_ENGINE_KWARGS = {
     "max_model_len": 2048,
     "enforce_eager": True,
@@ -131,7 +135,11 @@ def openai_stack(ray_serve):
     # hermes: exercises the tool-call parser path of tool_choice "auto" (the random
     # model never writes a <tool_call>, so it answers in text).
     llm_args = tiny_llm_args(default=True, aliases=[SNIPPET_MODEL], tool_call_parser="hermes")
-    ingress_args = {"catalog_refresh_s": 0.5, "auth": {"enabled": False}}
+    ingress_args = {
+        "catalog_refresh_s": 0.5,
+        "auth": {"enabled": False},
+        "state": {"data_dir": str(STATE_DIR)},  # this run's own SQLite store
+    }
     serve.run_many(
         [
             RunTarget(target=build_llm(llm_args), name=TINY_APP, route_prefix=None),
@@ -196,3 +204,63 @@ def tiny_app_handle(openai_stack):
 def metrics_url(ray_serve) -> str:
     """Prometheus text endpoint of this node's Ray metrics agent."""
     return f"http://127.0.0.1:{os.environ['OPENAI_SERVE_TEST_METRICS_PORT']}/metrics"
+
+
+# pytest-timeout's bound for each test of tests/e2e and tests/clients, which share the
+# session's applications (pyproject.toml's 60 s is for unit tests),
+# counted from its setup to its teardown: the test that first asks for a session or module
+# fixture pays that fixture's start inside its own bound (the tiny engine behind
+# openai_stack, MiniLM, FLUX, `tiny/limited`, a module's own applications: about a minute
+# each on the 2-core CI machine, 3-5 on a loaded one), and the session's last test pays
+# Serve's and Ray's shutdown. The longest own bound of a test is test_node_sdk's 600 s for
+# `node --test`; 900 s leaves its fixtures 5 minutes. Fixtures stay bounded this way
+# (rather than with timeout_func_only), so an engine that never comes up fails its test.
+# A module or test with its own `pytest.mark.timeout` keeps it.
+E2E_TIMEOUT_S = 900
+_E2E_DIRS = (Path(__file__).parent / "e2e", Path(__file__).parent / "clients")
+# The shared applications that idle once their modules are done: MiniLM (here) and FLUX
+# (tests/e2e/conftest.py).
+_SHARED = {"minilm_app", "flux_app"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Gives the e2e and client tests their bound (E2E_TIMEOUT_S), then moves every module
+    that uses a shared app to the end, each module kept whole (split, its module-scoped
+    fixtures would be set up twice) and in its own order."""
+    for item in items:
+        parents = Path(str(item.path)).parents
+        if any(d in parents for d in _E2E_DIRS) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+    users = {item.module for item in items if _SHARED & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: item.module in users)  # stable: order kept otherwise
+
+
+@pytest.fixture(scope="session")
+def minilm_app(openai_stack):
+    """The MiniLM application (tests/e2e and tests/clients share it), deployed on first
+    use and left to the session's Serve shutdown; returns its handle (for the engine's
+    stats)."""
+    from ray import serve
+
+    from deployments.embeddings.builder import build_app
+
+    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
+    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
+    args = {
+        "model": EMBEDDINGS_MODEL,
+        "model_source": "package:all-minilm-l6-v2",
+        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
+        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
+    }
+    serve.run(build_app(args), name=EMBEDDINGS_APP, route_prefix=None)
+    return driver_handle(EMBEDDINGS_APP)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server of this session's own (tests/postgres.py): its
+    `postgresql+asyncpg://` URL; stopped at the session's end."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

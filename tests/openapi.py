@@ -28,3 +28,21 @@ def validate(schema_name: str, instance: Any) -> None:
     registry = Registry().with_resource("urn:openai", resource)
     schema = {"$ref": f"urn:openai#/components/schemas/{schema_name}"}
     Draft202012Validator(schema, registry=registry).validate(instance)
+
+
+@functools.lru_cache(maxsize=1)
+def _event_schemas() -> dict[str, str]:
+    """Each Responses stream event type → its schema's name (from ResponseStreamEvent)."""
+    schemas = _spec()["components"]["schemas"]
+    out = {}
+    for ref in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = ref["$ref"].rsplit("/", 1)[1]
+        for kind in schemas[name]["properties"]["type"].get("enum", []):
+            out[kind] = name
+    return out
+
+
+def validate_event(event: dict[str, Any]) -> None:
+    """A Responses stream event against the schema of its own `type` (and so against
+    ResponseStreamEvent), with that schema's error rather than anyOf's summary."""
+    validate(_event_schemas()[event["type"]], event)

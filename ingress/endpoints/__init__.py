@@ -17,14 +17,22 @@ from starlette.responses import Response
 
 from ingress.config import IngressConfig
 from ingress.forward import Forwarder, RequestContext
+from ingress.store import Store
 
 
 @dataclass(frozen=True, slots=True)
 class Api:
-    """What every endpoint handler needs: the ingress's config and its pipeline."""
+    """What every endpoint handler needs: the ingress's config and its pipeline, and
+    the state store of the endpoints that keep objects (stored responses)."""
 
     config: IngressConfig
     forwarder: Forwarder
+    store: Store | None = None
+
+    def state(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("this ingress was built without a state store")
+        return self.store
 
 
 Handler = Callable[[Api, Request, RequestContext], Awaitable[Response]]

@@ -16,7 +16,7 @@ from ingress.config import IngressConfig
 from ingress.endpoints import Api
 from ingress.errors import OpenAIError
 from ingress.forward import RequestContext
-from ingress.streaming import ChunkFramer, SSEResponse
+from ingress.streaming import ChunkFramer, SSEResponse, sse_stream
 from ingress.wire.common import Usage, new_id
 from ingress.wire.sampling import SamplingFields
 
@@ -56,7 +56,7 @@ async def generate(
         stream = await api.forwarder.open_stream(ctx, entry, "generate", gen)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         framer = ChunkFramer(task, response_id, int(time.time()), model, include_usage)
-        return SSEResponse(framer, stream, ctx.request_id)
+        return SSEResponse(sse_stream(framer, stream, ctx.request_id), stream)
     result: GenerationResult = await api.forwarder.call(ctx, entry, "complete", gen)
     body = shape(response_id, model, result)
     return Response(body.model_dump_json(), media_type="application/json")

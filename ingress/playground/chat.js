@@ -1,18 +1,36 @@
-// Chat: a system prompt, a multi-turn history, sampling settings, streamed answers.
+// Chat: a system prompt, a multi-turn history, sampling settings, streamed answers;
+// sent as Chat Completions or, in the Responses mode, as the Responses API.
 
 import { defined, el, extraFields, numberField } from "./dom.js";
 import { bindRun, describeRun, generate, newRun } from "./generate.js";
+import { RESPONSES_PATH, responsesBody } from "./responses.js";
 
 const PATH = "/chat/completions";
 
 export function chatTab(form, changed) {
   const log = form.querySelector("#chat-log");
   const history = []; // the turns so far: {role, content}
-  let lastBody = null;
+  let last = null; // the request last sent: {path, body}
+
+  // The mode switch: both modes send the same history, so a conversation can change mode.
+  const path = () => (form.elements.api.value === "responses" ? RESPONSES_PATH : PATH);
 
   function body(userText, strict = false) {
     const system = form.elements.system.value.trim();
     const stream = form.elements.stream.checked;
+    if (path() === RESPONSES_PATH) {
+      return responsesBody({
+        model: form.elements.model.value,
+        system,
+        history,
+        message: userText,
+        maxTokens: numberField(form, "max_tokens"),
+        temperature: numberField(form, "temperature"),
+        topP: numberField(form, "top_p"),
+        stream,
+        extra: extraFields(form, { strict }),
+      });
+    }
     return defined({
       model: form.elements.model.value,
       messages: [
@@ -42,7 +60,8 @@ export function chatTab(form, changed) {
     const userText = form.elements.message.value.trim();
     if (!userText) return;
     const request = body(userText, true);
-    lastBody = request;
+    const requestPath = path();
+    last = { path: requestPath, body: request };
     changed();
     const user = bubble("user", userText);
     const answer = bubble("assistant", "");
@@ -50,7 +69,7 @@ export function chatTab(form, changed) {
     form.elements.message.value = "";
     const run = newRun();
     try {
-      await generate(PATH, request, signal, run, (piece) => {
+      await generate(requestPath, request, signal, run, (piece) => {
         answer.textNode.appendData(piece);
         log.scrollTop = log.scrollHeight;
       });
@@ -74,7 +93,7 @@ export function chatTab(form, changed) {
 
   form.querySelector('[data-role="clear"]').addEventListener("click", () => {
     history.length = 0;
-    lastBody = null;
+    last = null;
     log.replaceChildren();
     changed();
   });
@@ -89,7 +108,8 @@ export function chatTab(form, changed) {
   return {
     request() {
       const pending = form.elements.message.value.trim();
-      return { path: PATH, body: pending || !lastBody ? body(pending || "Hello!") : lastBody };
+      if (!pending && last?.path === path()) return last;
+      return { path: path(), body: body(pending || "Hello!") };
     },
   };
 }

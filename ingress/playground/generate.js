@@ -1,19 +1,21 @@
-// What chat and completions share: one request, streamed or not, its text reported as
-// it arrives, and the numbers a person wants next to an answer.
+// What chat (in either API) and completions share: one request, streamed or not, its
+// text reported as it arrives, and the numbers a person wants next to an answer.
 
-import { describe, postJSON, postStream } from "./api.js";
+import { ApiError, describe, postJSON, postStream } from "./api.js";
 import { showError } from "./dom.js";
+import { eventError, foldEvent, outputText, RESPONSES_PATH, settle } from "./responses.js";
 
 /** A new record of one answer; `generate` fills it in as the answer arrives. */
 export function newRun() {
-  return { text: "", usage: null, finish: null, ttftMs: null, totalMs: null, started: performance.now() };
+  return { text: "", usage: null, finish: null, status: null, ttftMs: null, totalMs: null, started: performance.now() };
 }
 
 /**
- * Sends `body` to `path` (/chat/completions or /completions) and calls onText with
- * each piece of text. Throws ApiError (the API's message) or AbortError (Stop).
+ * Sends `body` to `path` (/chat/completions, /completions or /responses) and calls
+ * onText with each piece of text. Throws ApiError (the API's message) or AbortError (Stop).
  */
 export async function generate(path, body, signal, run, onText) {
+  if (path === RESPONSES_PATH) return respond(body, signal, run, onText);
   const take = (choice) => {
     const piece = choice.delta?.content ?? choice.message?.content ?? choice.text ?? "";
     if (piece) {
@@ -43,16 +45,51 @@ export async function generate(path, body, signal, run, onText) {
   return run;
 }
 
-/** "length · 5 prompt + 16 completion tokens · first token 85 ms · 1.2 s · 13 tokens/s" */
+async function respond(body, signal, run, onText) {
+  const fail = (error) => {
+    if (error) throw new ApiError(error.message, null, error.code);
+  };
+  try {
+    if (body.stream) {
+      // Each event's JSON names its own type, so the `event:` line is not needed.
+      for await (const event of postStream(RESPONSES_PATH, body, signal)) {
+        fail(eventError(event));
+        const piece = foldEvent(run, event);
+        if (piece) {
+          run.ttftMs ??= performance.now() - run.started;
+          onText(piece);
+        }
+      }
+    } else {
+      const response = await postJSON(RESPONSES_PATH, body, signal);
+      fail(eventError(response));
+      run.text = outputText(response);
+      if (run.text) onText(run.text);
+      settle(run, response);
+    }
+  } finally {
+    run.totalMs = performance.now() - run.started;
+  }
+  return run;
+}
+
+/**
+ * "finish: length · usage: 5 prompt + 16 completion = 21 tokens · first token 85 ms · 1.20 s · 13.0 tokens/s";
+ * Responses: "status: completed · usage: 5 input + 16 output = 21 tokens · ..."
+ */
 export function describeRun(run) {
   const parts = [];
   if (run.finish) parts.push(`finish: ${run.finish}`);
+  if (run.status) parts.push(`status: ${run.status}`);
   const u = run.usage;
-  if (u) parts.push(`usage: ${u.prompt_tokens} prompt + ${u.completion_tokens} completion = ${u.total_tokens} tokens`);
+  // Chat and completions count prompt + completion tokens; Responses input + output.
+  const made = u?.completion_tokens ?? u?.output_tokens;
+  if (u?.input_tokens != null) parts.push(`usage: ${u.input_tokens} input + ${u.output_tokens} output = ${u.total_tokens} tokens`);
+  else if (u) parts.push(`usage: ${u.prompt_tokens} prompt + ${u.completion_tokens} completion = ${u.total_tokens} tokens`);
   if (run.ttftMs != null) parts.push(`first token ${Math.round(run.ttftMs)} ms`);
   if (run.totalMs != null) parts.push(`${(run.totalMs / 1000).toFixed(2)} s`);
-  if (u && run.ttftMs != null && run.totalMs > run.ttftMs && u.completion_tokens > 1) {
-    const rate = (u.completion_tokens - 1) / ((run.totalMs - run.ttftMs) / 1000);
+  if (u && run.ttftMs != null && run.totalMs > run.ttftMs && made > 1) {
+    const rate = (made - 1) / ((run.totalMs - run.ttftMs) / 1000);
     parts.push(`${rate.toFixed(1)} tokens/s`);
   }
   return parts.join(" · ");

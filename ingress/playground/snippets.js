@@ -5,6 +5,7 @@
 const SDK_METHODS = {
   "/chat/completions": { python: "client.chat.completions.create", node: "client.chat.completions.create" },
   "/completions": { python: "client.completions.create", node: "client.completions.create" },
+  "/responses": { python: "client.responses.create", node: "client.responses.create" },
   "/embeddings": { python: "client.embeddings.create", node: "client.embeddings.create" },
   "/images/generations": { python: "client.images.generate", node: "client.images.generate" },
 };
@@ -26,6 +27,24 @@ const PYTHON_ARGS = {
     "parallel_tool_calls",
   ]),
   "/completions": new Set([...COMMON, ...PENALTIES, "prompt", "best_of", "echo", "suffix"]),
+  "/responses": new Set([
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "store",
+    "previous_response_id",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "truncation",
+    "user",
+  ]),
   "/embeddings": new Set(["model", "input", "dimensions", "encoding_format", "user"]),
   "/images/generations": new Set([
     "model",
@@ -113,6 +132,17 @@ function python(base, path, body) {
 }
 
 function pythonUse(path, body, call) {
+  if (path === "/responses") {
+    if (!body.stream) return [`response = ${call}`, "print(response.output_text)", "print(response.usage)"];
+    return [
+      `stream = ${call}`,
+      "for event in stream:",
+      `    if event.type == "response.output_text.delta":`,
+      `        print(event.delta, end="", flush=True)`,
+      `    elif event.type in ("response.completed", "response.incomplete"):`,
+      `        print("\\n", event.response.usage)`,
+    ];
+  }
   const text = path === "/chat/completions" ? "message.content" : "text";
   const delta = path === "/chat/completions" ? "delta.content" : "text";
   if (body.stream) {
@@ -163,6 +193,16 @@ function node(base, path, body) {
 }
 
 function nodeUse(path, body, call) {
+  if (path === "/responses") {
+    if (!body.stream) return [`const response = ${call};`, "console.log(response.output_text);", "console.log(response.usage);"];
+    return [
+      `const stream = ${call};`,
+      "for await (const event of stream) {",
+      `  if (event.type === "response.output_text.delta") process.stdout.write(event.delta);`,
+      `  else if (event.type === "response.completed" || event.type === "response.incomplete") console.log("\\n", event.response.usage);`,
+      "}",
+    ];
+  }
   const text = path === "/chat/completions" ? "message.content" : "text";
   const delta = path === "/chat/completions" ? "delta.content" : "text";
   if (body.stream) {

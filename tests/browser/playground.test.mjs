@@ -191,6 +191,97 @@ test("chat", async () => {
   assert.deepEqual(problems, []);
 });
 
+test("responses", async () => {
+  const { page, problems } = await open();
+  await pickModel(page, "#chat-form", env("CHAT_MODEL"));
+  await page.selectOption('#chat-form [name="api"]', "responses");
+  await page.fill('#chat-form [name="system"]', "You are a terse assistant.");
+  await page.fill('#chat-form [name="temperature"]', "0");
+  await page.fill('#chat-form [name="max_tokens"]', "24");
+  await page.fill('#chat-form [name="extra"]', '{"ignore_eos": true}'); // vLLM's: kept if the server takes it
+  await page.fill('#chat-form [name="message"]', "Hello!");
+  await page.evaluate(() => {
+    window.textUpdates = 0;
+    new MutationObserver((records) => {
+      window.textUpdates += records.filter((r) => r.type === "characterData").length;
+    }).observe(document.querySelector("#chat-log"), { characterData: true, subtree: true });
+  });
+  const sent = page.waitForRequest((r) => r.url().endsWith("/v1/openai/responses"));
+  await page.press('#chat-form [name="message"]', "Enter");
+  const body = (await sent).postDataJSON();
+  assert.equal(await finished(page, "#chat-form"), "done", await page.textContent("#chat-form .error"));
+  assert.deepEqual(body.input, [{ role: "user", content: "Hello!" }]);
+  assert.equal(body.instructions, "You are a terse assistant.");
+  assert.equal(body.max_output_tokens, 24);
+  assert.equal(body.stream, true);
+  assert.equal(body.store, false);
+  for (const chatOnly of ["messages", "max_tokens", "stream_options"]) assert.ok(!(chatOnly in body), chatOnly);
+  const answer = page.locator(".msg.assistant").last();
+  assert.ok((await answer.locator(".text").textContent()).length > 0);
+  assert.ok((await page.evaluate(() => window.textUpdates)) >= 3, "the answer did not stream");
+  const meta = await answer.locator(".meta").textContent();
+  assert.match(meta, /^status: (completed|incomplete \(max_output_tokens\)) · usage: \d+ input \+ \d+ output = \d+ tokens · first token \d+ ms/);
+  const made = Number(meta.match(/(\d+) output/)[1]);
+  assert.ok(made >= 1 && made <= 24, meta);
+  const firstAnswer = await answer.locator(".text").textContent();
+
+  // A second turn sends the whole history as input again (store: false, stateless).
+  await page.fill('#chat-form [name="max_tokens"]', "8");
+  await page.fill('#chat-form [name="message"]', "And again?");
+  const second = page.waitForRequest((r) => r.url().endsWith("/v1/openai/responses"));
+  await page.click('#chat-form [data-role="send"]');
+  const input = (await second).postDataJSON().input;
+  assert.deepEqual(input.map((m) => m.role), ["user", "assistant", "user"]);
+  assert.equal(input[1].content, firstAnswer);
+  assert.equal(await finished(page, "#chat-form"), "done", await page.textContent("#chat-form .error"));
+  assert.equal(await page.locator(".msg").count(), 4);
+
+  // The snippets are the Responses call, for pytest to run.
+  const snippets = await snippetsOf(page);
+  assert.ok(snippets.curl.includes("/v1/openai/responses'"), snippets.curl);
+  assert.ok(snippets.python.includes("stream = client.responses.create("), snippets.python);
+  assert.ok(snippets.node.includes("const stream = await client.responses.create({"), snippets.node);
+  writeFileSync(join(OUT, "responses-snippets.json"), JSON.stringify(snippets));
+  await screenshot(page, "responses", OUT); // for a person to look at; not in the README
+
+  // Back to Chat Completions: the same conversation, as messages.
+  await page.selectOption('#chat-form [name="api"]', "chat");
+  const python = (await snippetsOf(page)).python;
+  assert.ok(python.includes("client.chat.completions.create(") && python.includes('"role": "assistant"'), python);
+  await page.selectOption('#chat-form [name="api"]', "responses");
+
+  // The API's own message for a bad request: the turn is given back.
+  await page.fill('#chat-form [name="temperature"]', "5");
+  await page.fill('#chat-form [name="message"]', "hi");
+  await page.click('#chat-form [data-role="send"]');
+  assert.equal(await finished(page, "#chat-form"), "failed");
+  const expected = await apiMessage("/responses", {
+    model: env("CHAT_MODEL"),
+    input: [{ role: "user", content: "hi" }],
+    temperature: 5,
+  });
+  const shown = await page.textContent("#chat-form .error");
+  assert.ok(shown.startsWith(expected) && shown.includes("400"), `${shown} | ${expected}`);
+  assert.equal(await page.locator(".msg").count(), 4);
+  assert.equal(await page.inputValue('#chat-form [name="message"]'), "hi");
+
+  // An `error` event inside the stream shows its message and code.
+  await page.route("**/v1/openai/responses", (route) =>
+    route.fulfill({
+      contentType: "text/event-stream",
+      body:
+        'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_x","status":"in_progress"}}\n\n' +
+        'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"partial"}\n\n' +
+        'event: error\ndata: {"type":"error","code":"server_error","message":"The engine failed mid-stream.","param":null}\n\n',
+    }),
+  );
+  await page.fill('#chat-form [name="temperature"]', "0.5");
+  await page.click('#chat-form [data-role="send"]');
+  assert.equal(await finished(page, "#chat-form"), "failed");
+  assert.equal(await page.textContent("#chat-form .error"), "The engine failed mid-stream. (server_error)");
+  assert.deepEqual(problems, []);
+});
+
 test("stop", async () => {
   const { page, problems } = await open();
   await pickModel(page, "#chat-form", env("CHAT_MODEL"));

@@ -1,9 +1,10 @@
 """The e2e modules' shared applications, each deployed once for the whole session on
 first use and left to the session's Serve shutdown (an engine start costs about a
 minute of the 2-core CI machine's `.ci/run`):
-- MiniLM embeddings and the tiny FLUX pipeline (test_embeddings, test_images,
-  test_node_sdk, test_playground). The modules that use them run last, so that the two
-  idle replicas (a few % of a core each) stay up no longer than needed.
+- The tiny FLUX pipeline (test_images, test_node_sdk, test_playground); MiniLM
+  embeddings (`minilm_app`) are tests/conftest.py's, shared with tests/clients. The
+  modules that use either run last (tests/conftest.py's pytest_collection_modifyitems),
+  so that the two idle replicas (a few % of a core each) stay up no longer than needed.
 - `tiny/limited`, a tiny LLM with a small concurrency limit and 1 s health checks
   (test_disconnect_storm keeps its limit full; test_production takes its 429, kills
   its replica, then its engine core): one start instead of three.
@@ -12,61 +13,17 @@ minute of the 2-core CI machine's `.ci/run`):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ENGINE_ENV, driver_handle, tiny_llm_args
+# MiniLM's names re-exported: the e2e modules import them from here.
+from tests.conftest import EMBEDDINGS_APP as EMBEDDINGS_APP
+from tests.conftest import EMBEDDINGS_MODEL as EMBEDDINGS_MODEL
+from tests.conftest import driver_handle, tiny_llm_args
 
-EMBEDDINGS_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDINGS_APP = "minilm"
 IMAGE_MODEL = "openai-serve/tiny-flux-random"
 IMAGE_APP = "tiny-flux"
-_SHARED = {"minilm_app", "flux_app"}
 LIMITED_APP, LIMITED_MODEL, LIMIT = "tiny-limited", "tiny/limited", 6
-
-
-# pytest-timeout's bound for each test here (pyproject.toml's 60 s is for unit tests),
-# counted from its setup to its teardown: the test that first asks for a session or module
-# fixture pays that fixture's start inside its own bound (the tiny engine behind
-# openai_stack, MiniLM, FLUX, `tiny/limited`, a module's own applications: about a minute
-# each on the 2-core CI machine, 3-5 on a loaded one), and the session's last test pays
-# Serve's and Ray's shutdown. The longest own bound of a test is test_node_sdk's 600 s for
-# `node --test`; 900 s leaves its fixtures 5 minutes. Fixtures stay bounded this way
-# (rather than with timeout_func_only), so an engine that never comes up fails its test.
-# A module or test with its own `pytest.mark.timeout` keeps it.
-E2E_TIMEOUT_S = 900
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Gives the e2e tests their bound (E2E_TIMEOUT_S), then moves every module that uses
-    a shared app to the end, each module kept whole (split, its module-scoped fixtures
-    would be set up twice) and in its own order."""
-    for item in items:
-        if _HERE in Path(str(item.path)).parents and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
-    users = {item.module for item in items if _SHARED & set(getattr(item, "fixturenames", ()))}
-    items.sort(key=lambda item: item.module in users)  # stable: order kept otherwise
-
-
-@pytest.fixture(scope="session")
-def minilm_app(openai_stack):
-    """The MiniLM application; returns its handle (for the engine's stats)."""
-    from ray import serve
-
-    from deployments.embeddings.builder import build_app
-
-    # The tiny LLM's engine binds core 0 ("auto"); this one takes core 1.
-    env = dict(TEST_ENGINE_ENV, VLLM_CPU_OMP_THREADS_BIND="1")
-    args = {
-        "model": EMBEDDINGS_MODEL,
-        "model_source": "package:all-minilm-l6-v2",
-        "engine": {"engine_kwargs": {"dtype": "float32", "enforce_eager": True}},
-        "deployment": {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
-    }
-    serve.run(build_app(args), name=EMBEDDINGS_APP, route_prefix=None)
-    return driver_handle(EMBEDDINGS_APP)
 
 
 @pytest.fixture(scope="session")

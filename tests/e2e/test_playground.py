@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,39 @@ def test_chat_streams_and_its_snippets_run(node, page, tmp_path):
     )
     assert python.returncode == 0, python.stderr[-3000:]
     assert "completion_tokens=8" in python.stdout, python.stdout  # max_tokens 8, ignore_eos
+
+    script = tmp_path / "snippet.mjs"
+    script.write_text(snippets["node"])
+    check = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_responses_mode_streams_and_its_snippets_run(node, page, tmp_path):
+    """The chat tab in its Responses mode (POST /v1/openai/responses): streamed text and
+    usage, the API's errors; then its snippets (the last request: 8 output tokens at
+    most, streamed) run as they are."""
+    _run(node, "responses", page, tmp_path)
+    snippets = json.loads((tmp_path / "responses-snippets.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+    curl = subprocess.run(
+        ["bash", "-c", snippets["curl"]], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert curl.returncode == 0, curl.stderr
+    assert "event: response.output_text.delta" in curl.stdout, curl.stdout[-1500:]
+    assert re.search(r"event: response\.(completed|incomplete)\n", curl.stdout), curl.stdout[-1500:]
+    assert "[DONE]" not in curl.stdout
+
+    python = subprocess.run(
+        [sys.executable, "-c", snippets["python"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert python.returncode == 0, python.stderr[-3000:]
+    usage = re.search(r"input_tokens=\d+.*output_tokens=(\d+)", python.stdout)
+    assert usage and 1 <= int(usage[1]) <= 8, python.stdout
 
     script = tmp_path / "snippet.mjs"
     script.write_text(snippets["node"])

@@ -30,6 +30,7 @@ from ingress.endpoints import Api
 from ingress.forward import Forwarder
 from ingress.handles import HandleCache
 from ingress.metrics import IngressMetrics, NodeMetrics
+from ingress.store import Store
 
 API = "/v1/openai"
 
@@ -408,11 +409,13 @@ def make_stack(
     config: dict[str, Any] | None = None,
     metrics: IngressMetrics | None = None,
     node_metrics: NodeMetrics | None = None,
+    store: Store | None = None,
 ) -> Stack:
     """Builds the app exactly as ingress/deployment.py does, with fakes injected.
 
     Auth is off unless `config` says otherwise; GET /metrics answers `node_metrics`
-    (by default a fixed text, never a Ray node)."""
+    (by default a fixed text, never a Ray node); `store`: the state store of the
+    Responses endpoints (None: none, as an app without them)."""
     cfg = IngressConfig.model_validate({"auth": {"enabled": False}, **(config or {})})
     controller = FakeController(details)
     serve = FakeServe(apps)
@@ -430,7 +433,7 @@ def make_stack(
         key_limit=cfg.auth.max_concurrent_requests_per_key,
     )
     node = node_metrics or NodeMetrics(lambda: "http://node/metrics", lambda url, t: "ray_up 1\n")
-    app = build_asgi_app(Api(cfg, forwarder), node)
+    app = build_asgi_app(Api(cfg, forwarder, store), node)
     return Stack(cfg, controller, serve, handles, catalog, forwarder, app)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from deployments.contract import ChoiceDelta, ErrorInfo, GenerateRequest, GenerationChunk
 from ingress.forward import ForwardedStream, RequestContext
-from ingress.streaming import DONE_FRAME, ChunkFramer, SSEResponse
+from ingress.streaming import DONE_FRAME, ChunkFramer, SSEResponse, sse_stream
 from ingress.wire.chat import ChatDelta
 from tests.ingress.fakes import API, FakeApplication, FakeStream, Stack, app_details, make_stack
 
@@ -40,9 +40,12 @@ def test_chat_frames_role_text_then_finish_with_usage():
     assert f.closing_frames() == DONE_FRAME
 
 
-def test_include_usage_adds_choiceless_chunk_before_done():
+def test_include_usage_puts_usage_on_one_choiceless_chunk_before_done():
     f = ChunkFramer("completion", "cmpl-1", 5, "m", include_usage=True)
-    f.frames(GenerationChunk([ChoiceDelta(0, "x", "length")], 4, 3, True))
+    finish = _events(f.frames(GenerationChunk([ChoiceDelta(0, "x", "length")], 4, 3, True)))
+    # OpenAI's way: the finish chunk has no usage, so a client that adds up every
+    # chunk's usage (LangChain) counts it once.
+    assert all("usage" not in e for e in finish)
     closing = f.closing_frames()
     assert closing.endswith(DONE_FRAME)
     usage_event = _events(closing[: -len(DONE_FRAME)])[0]
@@ -109,7 +112,9 @@ async def _open(stack: Stack) -> ForwardedStream:
 
 
 def _response(stream: ForwardedStream) -> SSEResponse:
-    return SSEResponse(ChunkFramer("chat", "chatcmpl-1", 0, "m", False), stream, "R-1")
+    return SSEResponse(
+        sse_stream(ChunkFramer("chat", "chatcmpl-1", 0, "m", False), stream, "R-1"), stream
+    )
 
 
 async def _play(response: SSEResponse) -> tuple[int, list[str]]:
