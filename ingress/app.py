@@ -25,9 +25,17 @@ from starlette.routing import Route
 from deployments.contract import Task
 from ingress.auth import ApiKeys, AuthMiddleware, api_key_id
 from ingress.endpoints import Api, Handler
+from ingress.endpoints.batches import cancel_batch, create_batch, get_batch, list_batches
 from ingress.endpoints.chat import chat_completions
 from ingress.endpoints.completions import completions
 from ingress.endpoints.embeddings import embeddings
+from ingress.endpoints.files import (
+    create_file,
+    delete_file,
+    get_file,
+    get_file_content,
+    list_files,
+)
 from ingress.endpoints.images import images_generations
 from ingress.endpoints.models import get_model, list_models
 from ingress.endpoints.responses import (
@@ -93,6 +101,18 @@ def _metrics_text(node: NodeMetrics) -> Callable[[Request], Awaitable[Response]]
     return metrics_text
 
 
+def _batch_routes(api: Api) -> list[Route]:
+    """The Batch API (ingress/endpoints/batches.py): records and reads; the work is the
+    batch supervisor's (ingress/batches/)."""
+    prefix = f"{API_PREFIX}/batches"
+    return [
+        Route(prefix, _endpoint(api, create_batch), methods=["POST"]),
+        Route(prefix, _endpoint(api, list_batches), methods=["GET"]),
+        Route(f"{prefix}/{{batch_id}}", _endpoint(api, get_batch), methods=["GET"]),
+        Route(f"{prefix}/{{batch_id}}/cancel", _endpoint(api, cancel_batch), methods=["POST"]),
+    ]
+
+
 def build_asgi_app(api: Api, node_metrics: NodeMetrics | None = None) -> Starlette:
     """The Starlette app of one ingress replica, bound to its config and pipeline.
 
@@ -140,6 +160,16 @@ def build_asgi_app(api: Api, node_metrics: NodeMetrics | None = None) -> Starlet
         Route(
             f"{API_PREFIX}/responses/{{response_id}}/input_items",
             _endpoint(api, list_input_items),
+            methods=["GET"],
+        ),
+        *_batch_routes(api),
+        Route(f"{API_PREFIX}/files", _endpoint(api, create_file), methods=["POST"]),
+        Route(f"{API_PREFIX}/files", _endpoint(api, list_files), methods=["GET"]),
+        Route(f"{API_PREFIX}/files/{{file_id}}", _endpoint(api, get_file), methods=["GET"]),
+        Route(f"{API_PREFIX}/files/{{file_id}}", _endpoint(api, delete_file), methods=["DELETE"]),
+        Route(
+            f"{API_PREFIX}/files/{{file_id}}/content",
+            _endpoint(api, get_file_content),
             methods=["GET"],
         ),
         *playground_routes(),  # GET / and /playground: the page, public (its calls carry the key)

@@ -8,6 +8,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 
 from deployments.contract import merge_options
+from ingress.batches.supervisor import BatchSupervisor
 from ingress.config import IngressConfig
 from ingress.deployment import OpenAIIngress
 
@@ -31,8 +32,23 @@ INGRESS_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+SUPERVISOR_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
+    "name": "BatchSupervisor",
+    # One is enough (it only drives Ray Data pipelines); more are safe: a batch runs
+    # under one supervisor's lease at a time.
+    "num_replicas": 1,
+    "ray_actor_options": {"num_cpus": 0},
+}
+
+
 def build_app(args: dict[str, Any]) -> Application:
+    """The ingress and, beside it, the batch supervisor (ingress/batches/supervisor.py)."""
     config = IngressConfig.model_validate(args or {})
+    config_json = config.model_dump(mode="json")
     options = merge_options(INGRESS_DEPLOYMENT_DEFAULTS, config.deployment)
+    supervisor: Deployment = serve.deployment(BatchSupervisor)  # type: ignore[assignment]
+    supervisor_options = merge_options(SUPERVISOR_DEPLOYMENT_DEFAULTS, config.batches.supervisor)
     deployment: Deployment = serve.deployment(OpenAIIngress)  # type: ignore[assignment]
-    return deployment.options(**options).bind(config.model_dump(mode="json"))
+    return deployment.options(**options).bind(
+        config_json, supervisor.options(**supervisor_options).bind(config_json)
+    )

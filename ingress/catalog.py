@@ -64,6 +64,9 @@ class CatalogEntry:
     # Why it does not serve at full strength, for clients; None when it does.
     status_message: str | None = None
     adapter: AdapterSpec | None = None  # the LoRA adapter this version is; None: the base
+    # Serve's bound on one replica's requests in flight (None: Serve's default); what a
+    # batch's share of the model's capacity is a share of (ingress/batches/).
+    max_ongoing_requests: int | None = None
 
     @property
     def key(self) -> str:
@@ -159,6 +162,7 @@ def entries_from_details(
                     message=message,
                     running_replicas=running,
                     target_replicas=target,
+                    max_ongoing_requests=deployment_config.get("max_ongoing_requests"),
                     status_message=status_message(
                         status=status,
                         running=running,

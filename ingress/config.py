@@ -111,6 +111,67 @@ class StateConfig(BaseModel):
         raise ValidationError.from_exception_data("StateConfig", [error])
 
 
+class FilesConfig(BaseModel):
+    """The Files API (ingress/endpoints/files.py): where uploaded bytes live
+    (ingress/blobs.py) and how large an upload may be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blob_uri: str | None = Field(
+        default=None,
+        description="Where file bytes live: a pyarrow.fs URI (s3://bucket/prefix, "
+        "gs://bucket/prefix, file:///abs/path); None: the folder `state.data_dir`/files "
+        "(created mode 0700).",
+    )
+    max_file_bytes: int = Field(
+        default=200 * 1024 * 1024, gt=0, description="Largest upload; a larger one gets a 413."
+    )
+    max_file_lines: int = Field(
+        default=50_000, gt=0, description="Most lines (requests) in an uploaded file; more: 400."
+    )
+    max_files_per_key: int = Field(
+        default=10_000, ge=1, description="Files an API key may hold; one more upload: 400."
+    )
+
+
+class BatchesConfig(BaseModel):
+    """The Batch API's supervisor and its pipeline (ingress/batches/)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    online_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="The share of a model's max_concurrent_requests that one batch's "
+        "requests may hold at once; the rest stays free for online requests.",
+    )
+    window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A batch's window in seconds; None: its completion_window (24 h). "
+        "Past it the batch expires with the output it has.",
+    )
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the supervisor looks for work."
+    )
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a supervisor's claim on a batch lasts unrenewed; a "
+        "supervisor that died loses its batches to the next one after this.",
+    )
+    checkpoint_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often finished lines are written to the batch's checkpoint "
+        "(and request_counts updated); a restart redoes at most this much.",
+    )
+    supervisor: dict[str, Any] = Field(
+        default_factory=dict, description="Serve options for the supervisor deployment."
+    )
+
+
 class IngressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,6 +179,10 @@ class IngressConfig(BaseModel):
     state: StateConfig = Field(
         default_factory=StateConfig,
         description="The state store (ingress/store.py): SQLite by default, PostgreSQL by URL.",
+    )
+    files: FilesConfig = Field(
+        default_factory=FilesConfig,
+        description="The Files API: where file bytes live (ingress/blobs.py), upload bounds.",
     )
 
     max_body_bytes: int = Field(
@@ -145,6 +210,10 @@ class IngressConfig(BaseModel):
         "every `catalog_miss_refresh_s`).",
     )
     catalog_miss_refresh_s: float = Field(default=0.5, ge=0)
+    batches: BatchesConfig = Field(
+        default_factory=BatchesConfig,
+        description="The Batch API's supervisor (ingress/batches/).",
+    )
     deployment: dict[str, Any] = Field(
         default_factory=dict, description="Serve options for the ingress deployment."
     )

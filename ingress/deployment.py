@@ -8,6 +8,7 @@ from ray import serve
 from starlette.applications import Starlette
 
 from ingress.app import build_asgi_app
+from ingress.blobs import Blobs
 from ingress.catalog import Catalog
 from ingress.config import IngressConfig
 from ingress.endpoints import Api
@@ -23,7 +24,10 @@ class OpenAIIngress:
     `__serve_build_asgi_app__`, so routes bind to this replica's catalog and handle
     cache rather than to module globals."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], batch_supervisor: Any = None) -> None:
+        # The supervisor's handle is bound only so that it is part of this application
+        # (it finds its work in the state store; nothing calls it).
+        self._batch_supervisor = batch_supervisor
         self._config = IngressConfig.model_validate(config)
         handles = HandleCache()
         catalog = Catalog(
@@ -37,7 +41,8 @@ class OpenAIIngress:
             IngressMetrics(),
             key_limit=self._config.auth.max_concurrent_requests_per_key,
         )
-        self._api = Api(self._config, forwarder, Store(self._config.state))
+        blobs = Blobs.from_config(self._config.files, self._config.state)
+        self._api = Api(self._config, forwarder, Store(self._config.state), blobs)
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_asgi_app(self._api)

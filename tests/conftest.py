@@ -139,6 +139,8 @@ def openai_stack(ray_serve):
         "catalog_refresh_s": 0.5,
         "auth": {"enabled": False},
         "state": {"data_dir": str(STATE_DIR)},  # this run's own SQLite store
+        # A killed batch supervisor's batch moves on within seconds (test_batches.py).
+        "batches": {"lease_s": 5, "checkpoint_s": 0.5},
     }
     serve.run_many(
         [
@@ -224,15 +226,21 @@ _SHARED = {"minilm_app", "flux_app"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Gives the e2e and client tests their bound (E2E_TIMEOUT_S), then moves every module
-    that uses a shared app to the end, each module kept whole (split, its module-scoped
-    fixtures would be set up twice) and in its own order."""
+    """Gives the e2e and client tests their bound (E2E_TIMEOUT_S) and runs them after
+    every unit test (those expect no Ray in this process: tests/clients sorts before
+    tests/deployments), then moves every module that uses a shared app to the end, each
+    module kept whole (split, its module-scoped fixtures would be set up twice) and in
+    its own order."""
+    e2e = set()
     for item in items:
         parents = Path(str(item.path)).parents
-        if any(d in parents for d in _E2E_DIRS) and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+        if any(d in parents for d in _E2E_DIRS):
+            e2e.add(item.module)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
     users = {item.module for item in items if _SHARED & set(getattr(item, "fixturenames", ()))}
-    items.sort(key=lambda item: item.module in users)  # stable: order kept otherwise
+    # Stable: the order is kept otherwise.
+    items.sort(key=lambda item: (item.module in e2e, item.module in users))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingress.blobs import Blobs
 from ingress.config import IngressConfig
 from ingress.forward import Forwarder, RequestContext
 from ingress.store import Store
@@ -28,11 +29,17 @@ class Api:
     config: IngressConfig
     forwarder: Forwarder
     store: Store | None = None
+    blobs: Blobs | None = None  # the bytes of the Files API's files
 
     def state(self) -> Store:
         if self.store is None:
             raise RuntimeError("this ingress was built without a state store")
         return self.store
+
+    def files(self) -> Blobs:
+        if self.blobs is None:
+            raise RuntimeError("this ingress was built without a blob store")
+        return self.blobs
 
 
 Handler = Callable[[Api, Request, RequestContext], Awaitable[Response]]

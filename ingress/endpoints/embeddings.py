@@ -8,13 +8,15 @@ format-agnostic and the handle carries a quarter of the bytes a float list would
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deployments.contract import EmbeddingResult, EmbedRequest
 from ingress.endpoints import Api
 from ingress.forward import RequestContext, to_thread_if
-from ingress.http import engine_request_id, read_request
+from ingress.http import engine_request_id, parse, read_json
 from ingress.wire.embeddings import EmbeddingRequest, embedding_response
 
 # Responses with more vectors than this are built in a worker thread (2048 float
@@ -23,10 +25,18 @@ _INLINE_VECTORS = 64
 
 
 async def embeddings(api: Api, request: Request, ctx: RequestContext) -> Response:
-    req = await read_request(request, EmbeddingRequest, api.config.max_body_bytes)
+    data = await read_json(request, api.config.max_body_bytes)
+    return await embeddings_from_json(api, ctx, data, engine_request_id(request))
+
+
+async def embeddings_from_json(
+    api: Api, ctx: RequestContext, data: dict[str, Any], request_id: str
+) -> Response:
+    """The endpoint after the HTTP body: also what a batch line runs (ingress/batches/)."""
+    req = parse(EmbeddingRequest, data)
     entry = await api.forwarder.resolve(ctx, req.model)
     call = EmbedRequest(
-        request_id=engine_request_id(request),
+        request_id=request_id,
         inputs=req.inputs(),
         dimensions=req.dimensions,
         truncate_prompt_tokens=req.truncate_prompt_tokens,

@@ -142,7 +142,8 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
-    tool_calls: list[ToolCallWire] | None = None
+    # Absent, not null, without calls: OpenAI's schema types it as an array.
+    tool_calls: list[ToolCallWire] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ChatChoice(BaseModel):

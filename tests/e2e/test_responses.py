@@ -79,15 +79,13 @@ def _events(base: str, body: dict, headers: dict | None = None) -> list[dict]:
 # --- create ----------------------------------------------------------------------------
 
 
-def test_create_fits_the_schema_and_counts_tokens(client, tiny_tokenizer):
+def test_create_fits_the_schema_and_counts_tokens(client):
     body = _raw(client, input="Say hello", instructions="Be brief.", max_output_tokens=8)
     assert body["object"] == "response" and body["id"].startswith("resp_")
     assert body["status"] in ("completed", "incomplete")
     usage = body["usage"]
     assert 0 < usage["output_tokens"] <= 8
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    text = body["output"][0]["content"][0]["text"]
-    assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= 8
     # The SDK's own view of the same endpoint.
     response = client.responses.create(model=TINY_MODEL, input="Say hello", max_output_tokens=8)
     assert response.output_text == response.output[0].content[0].text

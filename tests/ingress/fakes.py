@@ -24,6 +24,7 @@ from deployments.contract import (
     ImageResult,
 )
 from ingress.app import build_asgi_app
+from ingress.blobs import Blobs
 from ingress.catalog import Catalog
 from ingress.config import IngressConfig
 from ingress.endpoints import Api
@@ -410,12 +411,14 @@ def make_stack(
     metrics: IngressMetrics | None = None,
     node_metrics: NodeMetrics | None = None,
     store: Store | None = None,
+    blobs: Blobs | None = None,
 ) -> Stack:
     """Builds the app exactly as ingress/deployment.py does, with fakes injected.
 
     Auth is off unless `config` says otherwise; GET /metrics answers `node_metrics`
     (by default a fixed text, never a Ray node); `store`: the state store of the
-    Responses endpoints (None: none, as an app without them)."""
+    Responses endpoints (None: none, as an app without them); `blobs`: the blob store
+    of the Files endpoints (with `store`)."""
     cfg = IngressConfig.model_validate({"auth": {"enabled": False}, **(config or {})})
     controller = FakeController(details)
     serve = FakeServe(apps)
@@ -433,7 +436,7 @@ def make_stack(
         key_limit=cfg.auth.max_concurrent_requests_per_key,
     )
     node = node_metrics or NodeMetrics(lambda: "http://node/metrics", lambda url, t: "ray_up 1\n")
-    app = build_asgi_app(Api(cfg, forwarder, store), node)
+    app = build_asgi_app(Api(cfg, forwarder, store, blobs), node)
     return Stack(cfg, controller, serve, handles, catalog, forwarder, app)
 
 

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from ingress import store as store_module
 from ingress.config import IngressConfig, StateConfig
-from ingress.store import METADATA, RESPONSES, Store, StoredResponse, StoreUnavailable
+from ingress.store import (
+    METADATA,
+    RESPONSES,
+    BatchRecord,
+    FileRecord,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+)
 
 pytestmark = pytest.mark.anyio
 NOW = int(time.time())
@@ -254,3 +262,191 @@ def test_config_refuses_another_driver(url: str) -> None:
 def test_config_accepts_both_drivers() -> None:
     for url in ("postgresql+asyncpg://u:p@db:5432/x", "sqlite+aiosqlite:////var/lib/s.db"):
         assert IngressConfig.model_validate({"state": {"url": url}}).state.url == url
+
+
+# --- files and batches (the Files and Batch APIs) ------------------------------------
+
+
+def _file(id: str, owner: str = "key-a", created_at: int = NOW, purpose: str = "batch"):
+    return FileRecord(
+        id=id,
+        owner=owner,
+        purpose=purpose,
+        filename=f"{id}.jsonl",
+        bytes=123,
+        created_at=created_at,
+        blob_key=f"files/{id}",
+        lines=3,
+    )
+
+
+def _batch(id: str, owner: str = "key-a", created_at: int = NOW, status: str = "validating"):
+    body = {"id": id, "object": "batch", "status": status, "request_counts": {"total": 0}}
+    return BatchRecord(id=id, owner=owner, status=status, created_at=created_at, body=body)
+
+
+async def test_files_round_trip_and_owners(store: Store) -> None:
+    f = _file("file-1")
+    await store.put_file(f)
+    assert await store.get_file("key-a", "file-1") == f
+    assert await store.get_file("key-b", "file-1") is None
+    assert await store.get_file("", "file-1") is None
+    assert await store.list_files("key-b", None, 10, None) == ([], False)
+    assert await store.count_files("key-a") == 1 and await store.count_files("key-b") == 0
+    assert await store.delete_file("key-b", "file-1") is None
+    assert await store.delete_file("key-a", "file-1") == f
+    assert await store.delete_file("key-a", "file-1") is None
+    assert await store.get_file("key-a", "file-1") is None
+    assert f.to_openai() == {
+        "id": "file-1",
+        "object": "file",
+        "bytes": 123,
+        "created_at": NOW,
+        "filename": "file-1.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+    }
+
+
+async def test_files_pages(store: Store) -> None:
+    # Two share a second: the id breaks the tie.
+    times = {"file-a": NOW, "file-b": NOW + 1, "file-c": NOW + 1, "file-d": NOW + 2}
+    for id, at in times.items():
+        await store.put_file(_file(id, created_at=at))
+    await store.put_file(_file("file-o", owner="key-b", created_at=NOW + 5))
+    await store.put_file(_file("file-x", created_at=NOW + 3, purpose="batch_output"))
+
+    async def ids(**kw) -> tuple[list[str], bool]:
+        args = {"purpose": "batch", "limit": 2, "after": None, **kw}
+        page, more = await store.list_files("key-a", **args)
+        return [f.id for f in page], more
+
+    assert await ids() == (["file-d", "file-c"], True)
+    assert await ids(after="file-c") == (["file-b", "file-a"], False)
+    assert await ids(after="file-b") == (["file-a"], False)
+    assert await ids(order="asc") == (["file-a", "file-b"], True)
+    assert await ids(order="asc", after="file-b") == (["file-c", "file-d"], False)
+    assert await ids(purpose=None, limit=10) == (
+        ["file-x", "file-d", "file-c", "file-b", "file-a"],
+        False,
+    )
+    assert await ids(after="file-o") == ([], False)  # another owner's cursor: unknown
+    assert await ids(after="file-none") == ([], False)
+
+
+async def test_batches_round_trip_and_pages(store: Store) -> None:
+    for i in range(3):
+        await store.put_batch(_batch(f"batch_{i}", created_at=NOW + i))
+    await store.put_batch(_batch("batch_o", owner="key-b", created_at=NOW + 9))
+    assert await store.get_batch("key-a", "batch_1") == _batch("batch_1", created_at=NOW + 1)
+    assert await store.get_batch("key-b", "batch_1") is None
+    page, more = await store.list_batches("key-a", 2, None)
+    assert [b.id for b in page] == ["batch_2", "batch_1"] and more
+    page, more = await store.list_batches("key-a", 2, "batch_1")
+    assert [b.id for b in page] == ["batch_0"] and not more
+    assert await store.list_batches("key-a", 2, "batch_o") == ([], False)
+    active = await store.active_batches()  # every owner's, oldest first
+    assert [b.id for b in active] == ["batch_0", "batch_1", "batch_2", "batch_o"]
+
+
+async def test_transition_only_from_allowed_states(store: Store) -> None:
+    await store.put_batch(_batch("batch_1"))
+    assert await store.transition("batch_1", {"in_progress"}, "finalizing", {"x": 1}) is None
+    assert await store.transition("batch_1", {"validating"}, "x", {}, owner="key-b") is None
+    moved = await store.transition(
+        "batch_1", {"validating"}, "in_progress", {"in_progress_at": NOW}, owner="key-a"
+    )
+    assert moved is not None
+    assert moved.status == "in_progress" and moved.body["status"] == "in_progress"
+    assert moved.body["in_progress_at"] == NOW
+    assert await store.get_batch("key-a", "batch_1") == moved
+    # No status: only the body changes.
+    counted = await store.transition(
+        "batch_1", {"in_progress"}, None, {"request_counts": {"total": 5}}
+    )
+    assert counted is not None and counted.status == "in_progress"
+    assert counted.body["request_counts"] == {"total": 5}
+    assert counted.body["in_progress_at"] == NOW
+    assert [b.id for b in await store.active_batches()] == ["batch_1"]
+    await store.transition("batch_1", {"in_progress"}, "completed", {})
+    assert await store.active_batches() == []
+    assert await store.transition("batch_none", {"validating"}, "failed", {}) is None
+
+
+async def test_transition_is_atomic_under_concurrent_writers(config: StateConfig) -> None:
+    """20 transitions from one state at once, from two stores (two replicas): exactly
+    one wins; every other one sees the state it left and changes nothing."""
+    one, two = Store(config), Store(config)
+    try:
+        await one.put_batch(_batch("batch_1"))
+        await two.start()
+
+        async def move(i: int) -> BatchRecord | None:
+            store = one if i % 2 else two
+            return await store.transition("batch_1", {"validating"}, "in_progress", {"winner": i})
+
+        results = await asyncio.gather(*(move(i) for i in range(20)))
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        stored = await one.get_batch("key-a", "batch_1")
+        assert stored is not None and stored.body["winner"] == winners[0].body["winner"]
+
+        # Each transition reads the body, adds its own key and writes it back: at once,
+        # none is lost (without the row lock, a later write would drop an earlier key).
+        async def bump(i: int) -> None:
+            store = one if i % 2 else two
+            done = await store.transition("batch_1", {"in_progress"}, None, {f"seen_{i}": True})
+            assert done is not None
+
+        await asyncio.gather(*(bump(i) for i in range(20)))
+        stored = await one.get_batch("key-a", "batch_1")
+        assert stored is not None
+        assert all(stored.body[f"seen_{i}"] for i in range(20))  # none overwritten
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_claim_lease_expiry_renewal_and_release(store: Store) -> None:
+    await store.put_batch(_batch("batch_1"))
+    assert await store.claim_batch("batch_1", "w1", 30) is True
+    assert await store.claim_batch("batch_1", "w2", 30) is False  # held
+    before = await store.get_batch("key-a", "batch_1")
+    assert before is not None and before.lease_owner == "w1"
+    assert before.lease_until is not None and before.lease_until > time.time() + 20
+    assert await store.claim_batch("batch_1", "w1", 60) is True  # renewed
+    renewed = await store.get_batch("key-a", "batch_1")
+    assert renewed is not None and renewed.lease_until is not None
+    assert renewed.lease_until > before.lease_until
+    await store.release_batch("batch_1", "w2")  # not its lease: nothing
+    assert await store.claim_batch("batch_1", "w2", 30) is False
+    await store.release_batch("batch_1", "w1")
+    assert await store.claim_batch("batch_1", "w2", 0.2) is True  # free
+    assert await store.claim_batch("batch_1", "w1", 30) is False
+    await asyncio.sleep(0.3)
+    assert await store.claim_batch("batch_1", "w1", 30) is True  # w2's lease expired
+    assert await store.claim_batch("batch_none", "w1", 30) is False
+
+
+async def test_claims_race_one_winner(store: Store) -> None:
+    await store.put_batch(_batch("batch_1"))
+    won = await asyncio.gather(*(store.claim_batch("batch_1", f"w{i}", 30) for i in range(10)))
+    assert won.count(True) == 1
+
+
+async def test_files_and_batches_when_the_database_is_dead(dead_config: StateConfig) -> None:
+    store = Store(dead_config)
+    try:
+        for call in (
+            store.put_file(_file("file-1")),
+            store.list_files("key-a", None, 10, None),
+            store.transition("batch_1", {"validating"}, "failed", {}),
+            store.claim_batch("batch_1", "w1", 30),
+        ):
+            with pytest.raises(StoreUnavailable):
+                await call
+    finally:
+        await store.close()
+        # aiosqlite closes a connection that failed to open from its own thread, after
+        # the error has reached us: let that finish on this test's event loop.
+        await asyncio.sleep(0.2)

@@ -20,6 +20,7 @@ from tests.ingress.fakes import (
     sse_events,
     standard_stack,
 )
+from tests.openapi import validate
 
 pytestmark = pytest.mark.anyio
 
@@ -49,10 +50,10 @@ async def test_whole_answer_has_the_openai_shape():
                 "role": "assistant",
                 "content": "Hello",
                 "refusal": None,
-                "tool_calls": None,
             },
         }
     ]
+    validate("CreateChatCompletionResponse", body)  # tool_calls absent, not null
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
     assert stack.inflight("llm-1") == 0
 

@@ -1,0 +1,147 @@
+"""A batch's pipeline on Ray Data: its checked requests → one output row per line.
+
+    read_json(requests)           the rows input.py wrote: {"i", "custom_id", "body"}
+    → filter                      lines a checkpoint already holds are not run again
+    → map_batches(LineCaller)     each line through the online endpoint's own code
+                                  (parse, bounds, resolve, forward, shape), so a batch
+                                  line is exactly the request it would be online
+
+Every operator asks for no CPU: the work is the model replicas', which hold the CPUs
+(on a machine whose CPUs Serve replicas all took, a task wanting one would never run).
+The callers keep at most `concurrency` lines in flight in all (the batch's share of the
+model's capacity), in `actors` Ray actors, each with its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.responses import Response
+
+from ingress.catalog import Catalog
+from ingress.config import IngressConfig
+from ingress.endpoints import Api
+from ingress.endpoints.chat import chat_from_json
+from ingress.endpoints.completions import completions_from_json
+from ingress.endpoints.embeddings import embeddings_from_json
+from ingress.errors import OpenAIError, serve_error
+from ingress.forward import Forwarder, RequestContext
+from ingress.handles import HandleCache
+from ingress.metrics import IngressMetrics
+
+Core = Callable[[Api, RequestContext, dict[str, Any], str], Awaitable[Response]]
+CORES: dict[str, tuple[Core, Any]] = {
+    "/v1/chat/completions": (chat_from_json, "chat"),
+    "/v1/completions": (completions_from_json, "completion"),
+    "/v1/embeddings": (embeddings_from_json, "embeddings"),
+}
+# Lines in flight per caller actor at most (more actors for a larger share).
+BATCH_ROWS = 8
+
+
+def output_line(custom_id: str, request_id: str, status: int, body: Any) -> dict[str, Any]:
+    """One line of the output or error file, in OpenAI's format."""
+    error = None
+    if status >= 400:
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        error = {"code": err.get("code") or str(status), "message": err.get("message", "")}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": request_id, "body": body},
+        "error": error,
+    }
+
+
+class LineCaller:
+    """Ray Data's map step: runs lines as the online endpoint does, on an Api of its
+    own (catalog, handles, per-model limits) in a private event loop thread."""
+
+    def __init__(self, config: dict[str, Any], endpoint: str, owner: str, in_flight: int) -> None:
+        self.core, self.task = CORES[endpoint]
+        self.owner = owner or None
+        cfg = IngressConfig.model_validate(config)
+        handles = HandleCache()
+        catalog = Catalog(
+            refresh_interval_s=cfg.catalog_refresh_s,
+            miss_refresh_s=cfg.catalog_miss_refresh_s,
+            on_refresh=handles.keep_only,
+        )
+        self.api = Api(cfg, Forwarder(catalog, handles, IngressMetrics(export=False)))
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        # Shared by the actor's concurrent calls (two batches overlap: one refills the
+        # gate while the other's last lines finish).
+        self.gate = asyncio.Semaphore(in_flight)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = list(zip(batch["i"], batch["custom_id"], batch["body"], strict=True))
+        done = asyncio.run_coroutine_threadsafe(self._run(rows), self.loop).result()
+        return {
+            "i": [int(i) for i, _, _ in done],
+            "ok": [ok for _, ok, _ in done],
+            "line": [line for _, _, line in done],
+        }
+
+    async def _run(self, rows: list[tuple[Any, str, str]]) -> list[tuple[int, bool, str]]:
+        async def one(i: Any, custom_id: str, body: str) -> tuple[int, bool, str]:
+            async with self.gate:
+                status, out, request_id = await self._line(body)
+            line = output_line(str(custom_id), request_id, status, out)
+            return int(i), status < 400, json.dumps(line, ensure_ascii=False)
+
+        return list(await asyncio.gather(*(one(*row) for row in rows)))
+
+    async def _line(self, body: str) -> tuple[int, Any, str]:
+        request_id = f"batch-{uuid.uuid4().hex}"
+        ctx = RequestContext(request_id, self.task, api_key=self.owner)
+        try:
+            data = json.loads(body)
+            if data.get("stream"):
+                raise OpenAIError(
+                    "stream is not supported in a batch.", 400, param="stream", code="invalid_value"
+                )
+            response = await self.core(self.api, ctx, data, request_id)
+            return response.status_code, json.loads(bytes(response.body)), request_id
+        except Exception as exc:  # OpenAIError (a 4xx of this line), or a failed hop
+            error = serve_error(exc, request_id)
+            return error.status, error.body(), request_id
+
+
+def pipeline(
+    requests_path: str,
+    filesystem: Any,
+    done: set[int],
+    config: dict[str, Any],
+    endpoint: str,
+    owner: str,
+    concurrency: int,
+) -> Any:
+    """The batch's Ray Data dataset (lazy: it runs as the supervisor iterates it)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # a log line per update in a Serve replica
+    actors = max(1, min(4, concurrency // BATCH_ROWS))
+    ds = ray.data.read_json(requests_path, filesystem=filesystem, ray_remote_args={"num_cpus": 0})
+    if done:
+        ds = ds.filter(lambda row: row["i"] not in done, num_cpus=0)
+    return ds.map_batches(
+        LineCaller,
+        fn_constructor_kwargs={
+            "config": config,
+            "endpoint": endpoint,
+            "owner": owner,
+            "in_flight": max(1, concurrency // actors),
+        },
+        batch_size=max(1, concurrency // actors),
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0,
+        max_concurrency=2,  # Ray's actor option: two calls of one caller at once
+        batch_format="numpy",
+    )
