@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -273,12 +274,43 @@ def test_serve_run_places_everything_and_each_model_answers(served):
     image = client.images.generate(prompt="a lighthouse", size="256x256")
     assert base64.b64decode(image.data[0].b64_json).startswith(b"\x89PNG")
     answers_s = time.monotonic() - t
+    # The Responses API and a batch on the embedded default (its state store and files
+    # in this run's HOME).
+    t = time.monotonic()
+    response = client.responses.create(
+        model="google/gemma-3-270m", input="Say hello.", max_output_tokens=8
+    )
+    assert response.output_text and client.responses.retrieve(response.id).id == response.id
+    lines = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "sentence-transformers/all-MiniLM-L6-v2", "input": f"text {i}"},
+        }
+        for i in range(3)
+    ]
+    upload = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    file = client.files.create(file=("in.jsonl", upload), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() - t < 300, batch
+        time.sleep(1)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.output_file_id is not None
+    out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(x["custom_id"] for x in out) == ["c0", "c1", "c2"]
+    stateful_s = time.monotonic() - t
 
     stop_s = _stop(proc, served["state"])
     REPORT.append(
         f"serve run serve_config.yaml: API up {api_up:.0f} s, models ready "
         + ", ".join(f"{d} {s:.0f} s" for d, s in sorted(ready.items(), key=lambda x: x[1]))
-        + f"; three answers {answers_s:.1f} s; Ctrl-C to no Ray left {stop_s:.1f} s; "
+        + f"; three answers {answers_s:.1f} s; a stored response and a 3-line batch "
+        f"{stateful_s:.1f} s; Ctrl-C to no Ray left {stop_s:.1f} s; "
         f"peak memory of its process tree {peak / 2**30:.1f} GiB (PSS, sampled every 5 s)"
     )
     REPORT.append(f"  status messages seen: {seen}")
