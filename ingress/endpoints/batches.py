@@ -9,7 +9,6 @@ belongs to the API key that made it: another key gets a 404 and cannot cancel it
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from ingress.forward import RequestContext
 from ingress.http import parse, read_request
 from ingress.store import BatchRecord, StoreUnavailable
 from ingress.wire.batches import CreateBatchRequest, ListBatchesQuery
+from ingress.wire.common import sortable_id
 
 WINDOW_S = {"24h": 24 * 3600.0}
 # A Batch object's optional fields (output_file_id, in_progress_at, ...) are absent until
@@ -75,7 +75,7 @@ async def create_batch(api: Api, request: Request, ctx: RequestContext) -> Respo
         now = int(time.time())
         window = api.config.batches.window_s or WINDOW_S[req.completion_window]
         body: dict[str, Any] = {
-            "id": f"batch_{uuid.uuid4().hex}",
+            "id": sortable_id("batch_"),
             "object": "batch",
             "endpoint": req.endpoint,
             "input_file_id": req.input_file_id,

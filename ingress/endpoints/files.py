@@ -41,7 +41,7 @@ from ingress.errors import OpenAIError
 from ingress.forward import RequestContext
 from ingress.http import parse
 from ingress.store import FileRecord, StoreUnavailable
-from ingress.wire.common import new_id
+from ingress.wire.common import sortable_id
 
 logger = logging.getLogger("ray.serve")
 
@@ -297,7 +297,7 @@ async def create_file(api: Api, request: Request, ctx: RequestContext) -> Respon
     except StoreUnavailable:
         raise _store_down(ctx.request_id) from None
     upload = _Upload(boundary, limits.max_file_bytes, limits.max_file_lines)
-    file_id = new_id("file")
+    file_id = sortable_id("file-")
     key = f"files/{file_id}"
     try:
         await blobs.write(key, upload.file_bytes(request))

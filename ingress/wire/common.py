@@ -38,6 +38,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def sortable_id(prefix: str) -> str:
+    """An id that sorts by creation time (the nanosecond clock in fixed-width hex, then
+    randomness), for objects listed newest first: `created_at` has one-second steps."""
+    return f"{prefix}{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
