@@ -93,7 +93,9 @@ class LineCaller:
             async with self.gate:
                 status, out, request_id = await self._line(body)
             line = output_line(str(custom_id), request_id, status, out)
-            return int(i), status < 400, json.dumps(line, ensure_ascii=False)
+            # ASCII JSON: a raw U+2028 or U+0085 in a model's text would end a line for
+            # readers that split JSONL with str.splitlines().
+            return int(i), status < 400, json.dumps(line)
 
         return list(await asyncio.gather(*(one(*row) for row in rows)))
 
