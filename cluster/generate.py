@@ -268,7 +268,7 @@ def network_policy() -> dict[str, Any]:
 def ray_version() -> str:
     """The Ray the project pins (pyproject.toml): image and cluster must agree."""
     text = (ROOT / "pyproject.toml").read_text()
-    return re.search(r'"ray\[serve\]==([^"]+)"', text).group(1)
+    return re.search(r'"ray\[[a-z,]+\]==([^"]+)"', text).group(1)
 
 
 def manifest(serve_config_text: str) -> dict[str, Any]:

@@ -136,9 +136,14 @@ class LocalCluster:
             timeout=30,
         ).json()
 
-    def replicas(self, app: str) -> list[dict]:
+    def replicas(self, app: str, deployment: str | None = None) -> list[dict]:
         deployments = self.details()["applications"][app]["deployments"]
-        return [r for d in deployments.values() for r in d["replicas"]]
+        return [
+            r
+            for name, d in deployments.items()
+            if deployment in (None, name)
+            for r in d["replicas"]
+        ]
 
     def app_status(self, app: str) -> str:
         return self.details()["applications"].get(app, {}).get("status", "NOT_STARTED")
@@ -234,7 +239,9 @@ def test_ingress_on_head_model_replicas_on_workers(cluster):
     assert sorted(label.values()) == ["node_head", "node_worker_1", "node_worker_2"]
     # Placement by the resources in the config: the ingress asks for node_head, each
     # model replica for one model_slot (one per worker).
-    [ingress] = cluster.replicas("openai")
+    [ingress] = cluster.replicas("openai", "OpenAIIngress")
+    # Beside it, the batch supervisor (no CPU, no placement resource: any node).
+    assert len(cluster.replicas("openai", "BatchSupervisor")) == 1
     assert label[ingress["node_id"]] == "node_head"
     model_replicas = cluster.replicas(APP)
     assert sorted(label[r["node_id"]] for r in model_replicas) == ["node_worker_1", "node_worker_2"]
