@@ -139,6 +139,8 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> OpenAIError
         }
         and not p.startswith(("list[", "literal["))
     ]
+    # A dict key is part of the path: a client's long key is cut, never echoed whole.
+    loc = [p if len(p) <= 64 else f"{p[:61]}..." for p in loc]
     param = ".".join([prefix, *loc] if prefix else loc) or None
     msg = first.get("msg", "invalid value")
     text = f"Invalid value for '{param}': {msg}" if param else f"Invalid request: {msg}"

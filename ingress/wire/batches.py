@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingress.wire.common import WireModel
+from ingress.wire.common import Metadata, WireModel
 
 
 class CreateBatchRequest(WireModel):
     input_file_id: str = Field(min_length=1, max_length=128)
     endpoint: str = Field(min_length=1, max_length=64)  # checked against ENDPOINTS (400)
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Metadata | None = None
 
 
 class ListBatchesQuery(BaseModel):

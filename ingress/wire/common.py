@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,6 +28,12 @@ class WireModel(BaseModel):
         if self.model_extra:
             logger.info("ignored request fields: %s", sorted(self.model_extra))
         return self
+
+
+# OpenAI's metadata: at most 16 pairs, keys up to 64 and values up to 512 characters.
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
 
 
 def _created() -> int:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingress.wire.chat import FunctionDef
-from ingress.wire.common import MAX_INT32, WireModel
+from ingress.wire.common import MAX_INT32, Metadata, WireModel
 from ingress.wire.sampling import JsonSchemaSpec
 
 # --- input items ---------------------------------------------------------------------
@@ -131,8 +131,7 @@ class CreateResponseRequest(WireModel):
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_INT32)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    # Metadata: at most 16 pairs, keys up to 64 and values up to 512 characters.
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Metadata | None = None
     user: str | None = Field(default=None, max_length=256)
     truncation: Literal["disabled"] | None = None  # "auto" is not supported
     service_tier: Literal["auto", "default"] | None = None

@@ -273,3 +273,11 @@ def test_input_items_are_listed_in_openais_item_shape():
     )
     # They parse back as input (a stored turn becomes the next turn's context).
     assert logic.chat_messages(logic.parse_items(resources), None)[0]["content"] == "q"
+
+
+def test_metadata_is_bounded_and_a_long_key_is_not_echoed_whole():
+    for metadata in ({"k" * 5000: "v"}, {"k": "v" * 513}, {f"k{i}": "v" for i in range(17)}):
+        with pytest.raises(OpenAIError) as err:
+            parse(CreateResponseRequest, {"model": "m", "input": "x", "metadata": metadata})
+        assert err.value.status == 400 and err.value.param.startswith("metadata")
+        assert len(err.value.param) < 100 and len(err.value.message) < 300
