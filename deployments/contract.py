@@ -219,6 +219,11 @@ class GenerateRequest(BaseModel):
     adapter: AdapterSpec | None = Field(
         default=None, description="The LoRA adapter to run on; None: the base model."
     )
+    background: bool = Field(
+        default=False,
+        description="A Batch API line: it yields to online requests on the replica "
+        "(deployments/llm/online_first.py).",
+    )
 
 
 @dataclass(slots=True)

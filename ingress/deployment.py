@@ -25,8 +25,8 @@ class OpenAIIngress:
     cache rather than to module globals."""
 
     def __init__(self, config: dict[str, Any], batch_supervisor: Any = None) -> None:
-        # The supervisor's handle is bound only so that it is part of this application
-        # (it finds its work in the state store; nothing calls it).
+        # The supervisor finds its work in the state store; the handle (which also makes
+        # it part of this application) only wakes it when a batch is created.
         self._batch_supervisor = batch_supervisor
         self._config = IngressConfig.model_validate(config)
         handles = HandleCache()
@@ -42,7 +42,13 @@ class OpenAIIngress:
             key_limit=self._config.auth.max_concurrent_requests_per_key,
         )
         blobs = Blobs.from_config(self._config.files, self._config.state)
-        self._api = Api(self._config, forwarder, Store(self._config.state), blobs)
+        self._api = Api(
+            self._config, forwarder, Store(self._config.state), blobs, self._wake_batches
+        )
+
+    def _wake_batches(self) -> None:
+        if self._batch_supervisor is not None:
+            self._batch_supervisor.wake.remote()  # fire and forget: a lost one costs a poll
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_asgi_app(self._api)

@@ -55,6 +55,7 @@ class RequestContext:
     task: Task | None  # None for the routes that reach no model (/models)
     entry: CatalogEntry | None = None
     api_key: str | None = None  # the key's id (ingress/auth.py key_id); None: auth off
+    background: bool = False  # a Batch API line: it yields to online requests on the replica
 
 
 @dataclass(slots=True)
@@ -162,6 +163,8 @@ class Forwarder:
         """
         slots = self._admit(ctx, entry)
         timer = self._timer(ctx, entry)
+        if ctx.background and "background" in type(payload).model_fields:
+            payload = payload.model_copy(update={"background": True})
         response: Any = None
         try:
             handle = _for_adapter(await self.handles.get(entry.deploy_id, stream=False), entry)

@@ -90,6 +90,14 @@ class LLMAppConfig(ModelAppConfig):
         "generations run on the replica: a lightly loaded replica sends every engine step "
         "at once (no added inter-token latency), a busy one coalesces. 1 always holds.",
     )
+    background_while_online: int = Field(
+        default=1,
+        ge=0,
+        description="Batch API lines this replica gives its engine while online requests "
+        "run on it (more wait before the engine; those already running finish). With no "
+        "online request running, lines pass, within the batch's share (the ingress's "
+        "batches.online_share). 0 pauses batches while online traffic lasts.",
+    )
 
     adapters: tuple[AdapterSpec, ...] = Field(
         default=(),

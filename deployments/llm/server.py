@@ -8,6 +8,7 @@ ingress's business; request planning (prompts, sampling, tools) is plan.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -27,6 +28,7 @@ from deployments.engines import AdapterRef, EngineStep, LLMEngine, LLMEngineClas
 from deployments.errors import InvalidAdapter, engine_error, planning_error
 from deployments.llm.adapters import AdapterSet, adapters_of
 from deployments.llm.config import LLMAppConfig
+from deployments.llm.online_first import OnlineFirst
 from deployments.llm.plan import ChoiceAssembler, Plan, build_plan
 from deployments.llm.vllm_engine import VLLMEngine
 from deployments.server_base import ModelServer
@@ -71,6 +73,8 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         # Generations running on this replica: chunks are held (stream_interval_ms)
         # only while there are at least `stream_hold_min_streams` of them.
         self._active = 0
+        # Batch lines wait before the engine while online requests run (online_first.py).
+        self._online_first = OnlineFirst(self._config.background_while_online)
 
     async def _publish_stats(self, period_s: float = 0.5) -> None:
         """Exports, per replica, the engine's own count of requests it holds (running
@@ -201,10 +205,25 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
                 prompt_param="messages" if request.task == "chat" else "prompt",
             )
             return
+        interval = self._config.stream_interval_ms / 1000.0
+        # Batch lines are admitted by complete(); every other request counts as online.
+        online = (
+            contextlib.nullcontext() if request.background else self._online_first.online_request()
+        )
+        async with online, aclosing(self._run_plan(plan, request, adapter, interval)) as items:
+            async for item in items:
+                yield item
+
+    async def _run_plan(
+        self,
+        plan: Plan,
+        request: GenerateRequest,
+        adapter: AdapterRef | None,
+        interval: float,
+    ) -> AsyncGenerator[GenerationChunk | ErrorInfo, None]:
         assemblers = [ChoiceAssembler(plan, p) for p in range(len(plan.prompts))]
         completion_tokens = 0
         pending = len(plan.prompts)
-        interval = self._config.stream_interval_ms / 1000.0
         self._active += 1
         try:
             # aclosing: leaving early (client gone, engine failure) closes the merge
@@ -252,7 +271,26 @@ class LLMServer(ModelServer[LLMAppConfig, LLMEngine]):
         return self._active >= self._config.stream_hold_min_streams
 
     async def complete(self, request: GenerateRequest) -> GenerationResult | ErrorInfo:
-        """Runs a generation to the end; see contract.LLMDeployment.complete."""
+        """Runs a generation to the end; see contract.LLMDeployment.complete. A batch
+        line (`background`) waits for online requests first and, evicted by one, runs
+        again from the start (online_first.py)."""
+        if not request.background:
+            return await self._complete(request)
+        while True:
+            async with self._online_first.background_request() as evicted:
+                run = asyncio.ensure_future(self._complete(request))
+                notice = asyncio.ensure_future(evicted.wait())
+                try:
+                    await asyncio.wait({run, notice}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    notice.cancel()
+                    if not run.done():
+                        run.cancel()  # evicted, or our caller left: aborts the engine requests
+                        await asyncio.gather(run, return_exceptions=True)
+                if not run.cancelled():
+                    return run.result()
+
+    async def _complete(self, request: GenerateRequest) -> GenerationResult | ErrorInfo:
         merged: dict[int, ChoiceDelta] = {}
         last: GenerationChunk | None = None
         async with aclosing(self.generate(request)) as items:

@@ -42,6 +42,7 @@ CORES: dict[str, tuple[Core, Any]] = {
 }
 # Lines in flight per caller actor (more actors only for a larger share).
 LINES_PER_ACTOR = 128
+CALLS_PER_ACTOR = 4
 
 
 def output_line(custom_id: str, request_id: str, status: int, body: Any) -> dict[str, Any]:
@@ -75,8 +76,8 @@ class LineCaller:
         self.api = Api(cfg, Forwarder(catalog, handles, IngressMetrics(export=False)))
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        # Shared by the actor's concurrent calls (two batches overlap: one refills the
-        # gate while the other's last lines finish).
+        # Shared by the actor's concurrent calls: lines of the next calls wait here
+        # while the earlier ones' last lines finish.
         self.gate = asyncio.Semaphore(in_flight)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -101,7 +102,7 @@ class LineCaller:
 
     async def _line(self, body: str) -> tuple[int, Any, str]:
         request_id = f"batch-{uuid.uuid4().hex}"
-        ctx = RequestContext(request_id, self.task, api_key=self.owner)
+        ctx = RequestContext(request_id, self.task, api_key=self.owner, background=True)
         try:
             data = json.loads(body)
             if data.get("stream"):
@@ -135,17 +136,24 @@ def pipeline(
     ds = ray.data.read_json(requests_path, filesystem=filesystem, ray_remote_args={"num_cpus": 0})
     if done:
         ds = ds.filter(lambda row: row["i"] not in done, num_cpus=0)
+    in_flight = max(1, concurrency // actors)
     return ds.map_batches(
         LineCaller,
         fn_constructor_kwargs={
             "config": config,
             "endpoint": endpoint,
             "owner": owner,
-            "in_flight": max(1, concurrency // actors),
+            "in_flight": in_flight,
         },
-        batch_size=max(1, concurrency // actors),
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        # Calls of half the gate each, CALLS_PER_ACTOR of them at once per caller: two
+        # fill its gate, the others wait at it, so the replica always has `in_flight`
+        # lines (one call at a time, its last lines finishing, would leave it idle).
+        batch_size=max(1, in_flight // 2),
+        compute=ray.data.ActorPoolStrategy(
+            size=actors,
+            max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+            enable_true_multi_threading=True,  # else Ray Data runs one call at a time
+        ),
         num_cpus=0,
-        max_concurrency=2,  # Ray's actor option: two calls of one caller at once
         batch_format="numpy",
     )

@@ -16,6 +16,7 @@ restarted run skips the lines they hold, and finalizing keeps each line once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -87,7 +88,12 @@ class BatchSupervisor:
         self.worker = f"supervisor-{uuid.uuid4().hex[:12]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self.failures: dict[str, int] = {}  # batch id → rounds failed in a row
+        self._woken = asyncio.Event()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def wake(self) -> None:
+        """A batch was created (the ingress says so): look now, not at the next poll."""
+        self._woken.set()
 
     def check_health(self) -> None:
         if self._watcher.done():
@@ -111,7 +117,9 @@ class BatchSupervisor:
                     "batch supervisor: a round failed; next in %s s",
                     self.config.batches.poll_interval_s,
                 )
-            await asyncio.sleep(self.config.batches.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.config.batches.poll_interval_s)
+            self._woken.clear()
 
     async def _run(self, record: BatchRecord) -> None:
         try:

@@ -30,6 +30,8 @@ class Api:
     forwarder: Forwarder
     store: Store | None = None
     blobs: Blobs | None = None  # the bytes of the Files API's files
+    # Tells the batch supervisor a batch was created (it also looks every poll_interval_s).
+    wake_batches: Callable[[], None] | None = None
 
     def state(self) -> Store:
         if self.store is None:

@@ -89,6 +89,8 @@ async def create_batch(api: Api, request: Request, ctx: RequestContext) -> Respo
         await store.put_batch(BatchRecord(body["id"], owner, "validating", now, body))
     except StoreUnavailable:
         raise _unavailable(ctx) from None
+    if api.wake_batches is not None:
+        api.wake_batches()
     return JSONResponse(body)
 
 

@@ -10,6 +10,8 @@ The tests share one cluster and run in file order; the last one kills a node.
 from __future__ import annotations
 
 import copy
+import io
+import json
 import os
 import re
 import shutil
@@ -328,6 +330,66 @@ def test_two_replicas_on_two_nodes_both_serve_traffic(cluster):
         f"spread: {n} requests sent; Serve's request counters grew by "
         + ", ".join(
             f"{int(v)} on {nodes[replica_node[k]]['ip']} ({nodes[replica_node[k]]['label']})"
+            for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]["label"])
+        )
+    )
+
+
+def test_a_batch_runs_across_the_nodes(cluster):
+    """The Batch API's round trip on the cluster: the file lands in the head's blob
+    store (every node of this cluster shares the machine's disk), the supervisor
+    runs the pipeline, and its lines reach the model replicas on both workers."""
+    client = cluster.client()
+    n = 200
+    lines = [
+        {
+            "custom_id": f"line-{i:04d}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": f"Count to {i}."}],
+                "max_tokens": 4,
+                "temperature": 0,
+            },
+        }
+        for i in range(n)
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    before = cluster.request_counts(APP)
+    file = client.files.create(file=("input.jsonl", io.BytesIO(data)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    t0 = time.monotonic()
+
+    def ended():
+        b = client.batches.retrieve(batch.id)
+        return b if b.status in ("completed", "failed", "expired", "cancelled") else None
+
+    batch = cluster.wait_for("the batch to end", ended, timeout=300, every=1)
+    took = time.monotonic() - t0
+    assert batch.status == "completed", batch
+    assert batch.request_counts.completed == n and batch.request_counts.failed == 0
+    out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(x["custom_id"] for x in out) == [x["custom_id"] for x in lines]
+    assert all(x["response"]["status_code"] == 200 for x in out)
+    assert all(x["response"]["body"]["usage"]["completion_tokens"] == 4 for x in out)
+
+    replica_node = {r["replica_id"]: r["node_id"] for r in cluster.replicas(APP)}
+
+    def served() -> dict[str, float] | None:
+        after = cluster.request_counts(APP)
+        delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k in replica_node}
+        return delta if sum(delta.values()) >= n else None
+
+    delta = cluster.wait_for("Serve's request counters", served, timeout=60, every=2)
+    assert len(delta) == WORKERS and all(v > 0 for v in delta.values()), delta
+    nodes = cluster.nodes()
+    REPORT.append(
+        f"batch of {n} lines: completed in {took:.1f} s; its lines on "
+        + ", ".join(
+            f"{int(v)} on {nodes[replica_node[k]]['label']}"
             for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]["label"])
         )
     )

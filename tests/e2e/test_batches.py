@@ -294,3 +294,54 @@ def test_killed_worker_and_supervisor_mid_batch_each_id_once(client):
     assert done["status"] == "completed", done
     out = _ids(_lines(mine, done["output_file_id"]))
     assert sorted(out) == sorted(f"req-{i}" for i in range(total))
+
+
+# --- the store on PostgreSQL ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_client(openai_stack, postgres_url, tmp_path_factory):
+    """An ingress whose store is PostgreSQL (Debian's server, started by the fixture);
+    its files' bytes in a directory of its own."""
+    from ray import serve
+
+    from ingress.builder import build_app
+
+    serve.run(
+        build_app(
+            {
+                "catalog_refresh_s": 0.5,
+                "state": {
+                    "url": postgres_url,
+                    "data_dir": str(tmp_path_factory.mktemp("pg-batch-blobs")),
+                },
+                "batches": {"supervisor": {"name": "PgSupervisor"}},
+                "deployment": {
+                    "name": "PgBatchIngress",
+                    "ray_actor_options": {
+                        "runtime_env": {"env_vars": {"OPENAI_SERVE_API_KEYS": ",".join(KEYS)}}
+                    },
+                },
+            }
+        ),
+        name="openai-pg-batches",
+        route_prefix="/pgbatched",
+    )
+    base = openai_stack.replace("/v1/openai", "/pgbatched/v1/openai")
+    yield openai.OpenAI(base_url=base, api_key=KEYS[0], max_retries=0, timeout=120)
+    delete_app("openai-pg-batches")
+
+
+def test_a_batch_on_postgresql_completes_each_id_once(pg_client):
+    lines = [_chat_line(i) for i in range(40)] + [_chat_line(40, model="no-such-model")]
+    batch = _batch(pg_client, _upload(pg_client, lines))
+    done = _done(pg_client, batch.id)
+    assert done["status"] == "completed", done
+    assert done["request_counts"] == {"total": 41, "completed": 40, "failed": 1}
+    out = _lines(pg_client, done["output_file_id"])
+    assert sorted(_ids(out)) == sorted(f"req-{i}" for i in range(40))
+    errors = _lines(pg_client, done["error_file_id"])
+    assert _ids(errors) == ["req-40"] and errors[0]["response"]["status_code"] == 404
+    listed = pg_client.batches.list(limit=5).data
+    assert batch.id in [b.id for b in listed]
+    assert pg_client.files.retrieve(done["output_file_id"]).purpose == "batch_output"

@@ -56,6 +56,16 @@ async def test_unary_call_returns_the_result_and_releases():
     assert stack.inflight("llm-1") == 0
 
 
+async def test_a_background_context_marks_the_payload_for_the_replica():
+    stack = _stack(llm_app("ok"))
+    ctx = RequestContext("R", "chat", background=True)
+    entry = await stack.forwarder.resolve(ctx, "m")
+    await stack.forwarder.call(ctx, entry, "complete", PAYLOAD)
+    [call] = stack.serve.apps["llm-1"].calls
+    assert call.payload.background is True and PAYLOAD.background is False
+    assert call.payload.model_copy(update={"background": False}) == PAYLOAD
+
+
 async def test_resolve_records_the_entry_on_the_context():
     stack = _stack(llm_app())
     ctx = RequestContext("R", "chat")

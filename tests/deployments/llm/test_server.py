@@ -401,3 +401,62 @@ def test_adapters_need_lora_on_the_engine(tmp_path):
     spec = AdapterSpec(version="a", source=str(tmp_path))
     failed = _run(tmp_path, lambda s, e: s.complete(_chat(adapter=spec)))
     assert isinstance(failed, ErrorInfo) and "LoRA is not enabled" in failed.message
+
+
+def _line(i: int) -> GenerateRequest:
+    return GenerateRequest(
+        request_id=f"line-{i}",
+        task="chat",
+        messages=[{"role": "user", "content": "hi"}],
+        background=True,
+    )
+
+
+def test_an_online_request_evicts_batch_lines_which_run_again_after_it(tmp_path):
+    """background_while_online 1: three batch lines run; an online request arrives and
+    two of them (the newest) leave the engine (aborted), then run again from the start
+    once it ends; every line's result is whole."""
+
+    async def body(server: LLMServer, engine: FakeEngine) -> Any:
+        engine.step_delay_s = 0.05  # 3 steps: 0.15 s per generation
+        lines = [asyncio.create_task(server.complete(_line(i))) for i in range(3)]
+        await asyncio.sleep(0.02)
+        assert sum(r.startswith("line-") for r in engine.streamed) == 3
+        online = asyncio.create_task(_items(server, _chat()))
+        await asyncio.sleep(0.02)
+        gate = server._online_first
+        during = (gate.background, gate.waiting, gate.evictions)
+        results = await asyncio.gather(*lines)
+        await online
+        return during, results
+
+    during, results = _run(tmp_path, body, background_while_online=1)
+    assert during == (1, 2, 2)
+    assert all(isinstance(r, GenerationResult) for r in results)
+    assert all(r.choices[0].text == "Hello world!" for r in results)
+    assert all(r.completion_tokens == 3 for r in results)
+
+
+def test_an_online_request_waits_for_no_batch_line(tmp_path):
+    """With while_online 0, the online request finishes first though three lines ran."""
+
+    async def body(server: LLMServer, engine: FakeEngine) -> Any:
+        engine.step_delay_s = 0.05
+        order: list[str] = []
+
+        async def line(i: int) -> None:
+            await server.complete(_line(i))
+            order.append(f"line-{i}")
+
+        async def online() -> None:
+            await _items(server, _chat())
+            order.append("online")
+
+        lines = [asyncio.create_task(line(i)) for i in range(3)]
+        await asyncio.sleep(0.02)
+        await asyncio.gather(online(), *lines)
+        return order, engine.aborted
+
+    order, aborted = _run(tmp_path, body, background_while_online=0)
+    assert order[0] == "online" and sorted(order[1:]) == ["line-0", "line-1", "line-2"]
+    assert len([a for a in aborted if a.startswith("line-")]) >= 3
