@@ -182,6 +182,24 @@ class LocalCluster:
                     counts[replica] = counts.get(replica, 0.0) + float(m.group(2))
         return counts
 
+    def spread_since(self, app: str, before: dict[str, float], n: int) -> list[tuple[dict, int]]:
+        """Waits until Serve's counters of `app`'s replicas have grown by `n` since
+        `before`; returns (node, requests) per replica, by node label. Replicas push their
+        counters to the node's metrics agent every few seconds."""
+        replica_node = {r["replica_id"]: r["node_id"] for r in self.replicas(app)}
+
+        def served() -> dict[str, float] | None:
+            after = self.request_counts(app)
+            delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k in replica_node}
+            return delta if sum(delta.values()) >= n else None
+
+        delta = self.wait_for("Serve's request counters", served, timeout=60, every=2)
+        nodes = self.nodes()
+        return sorted(
+            ((nodes[replica_node[k]], int(v)) for k, v in delta.items()),
+            key=lambda nv: nv[0]["label"],
+        )
+
     def wait_for(self, what: str, check, timeout: float, every: float = 1.0):
         deadline = time.monotonic() + timeout
         last = None
@@ -315,23 +333,11 @@ def test_two_replicas_on_two_nodes_both_serve_traffic(cluster):
             )
         )
     assert all(r.usage.completion_tokens == 4 for r in results)
-    replica_node = {r["replica_id"]: r["node_id"] for r in cluster.replicas(APP)}
-
-    def served() -> dict[str, float] | None:
-        after = cluster.request_counts(APP)
-        delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k in replica_node}
-        return delta if sum(delta.values()) >= n else None
-
-    # Replicas push their counters to the node's metrics agent every few seconds.
-    delta = cluster.wait_for("Serve's request counters", served, timeout=60, every=2)
-    assert len(delta) == WORKERS and all(v > 0 for v in delta.values()), delta
-    nodes = cluster.nodes()
+    spread = cluster.spread_since(APP, before, n)
+    assert len(spread) == WORKERS and all(v > 0 for _, v in spread), spread
     REPORT.append(
         f"spread: {n} requests sent; Serve's request counters grew by "
-        + ", ".join(
-            f"{int(v)} on {nodes[replica_node[k]]['ip']} ({nodes[replica_node[k]]['label']})"
-            for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]["label"])
-        )
+        + ", ".join(f"{v} on {node['ip']} ({node['label']})" for node, v in spread)
     )
 
 
@@ -376,22 +382,11 @@ def test_a_batch_runs_across_the_nodes(cluster):
     assert all(x["response"]["status_code"] == 200 for x in out)
     assert all(x["response"]["body"]["usage"]["completion_tokens"] == 4 for x in out)
 
-    replica_node = {r["replica_id"]: r["node_id"] for r in cluster.replicas(APP)}
-
-    def served() -> dict[str, float] | None:
-        after = cluster.request_counts(APP)
-        delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k in replica_node}
-        return delta if sum(delta.values()) >= n else None
-
-    delta = cluster.wait_for("Serve's request counters", served, timeout=60, every=2)
-    assert len(delta) == WORKERS and all(v > 0 for v in delta.values()), delta
-    nodes = cluster.nodes()
+    spread = cluster.spread_since(APP, before, n)
+    assert len(spread) == WORKERS and all(v > 0 for _, v in spread), spread
     REPORT.append(
         f"batch of {n} lines: completed in {took:.1f} s; its lines on "
-        + ", ".join(
-            f"{int(v)} on {nodes[replica_node[k]]['label']}"
-            for k, v in sorted(delta.items(), key=lambda kv: nodes[replica_node[kv[0]]]["label"])
-        )
+        + ", ".join(f"{v} on {node['label']}" for node, v in spread)
     )
 
 
