@@ -11,6 +11,11 @@ A supervisor works on a batch only while it holds the batch's lease in the store
 Serve) never run one batch twice, and a dead one's batches pass to the next after
 `batches.lease_s`. Finished lines are checkpointed as parts under `batches/<id>/`; a
 restarted run skips the lines they hold, and finalizing keeps each line once.
+
+The lines run on the supervisor's callers (caller.py): Ray actors it starts on its
+first batch, keeps while batches come, and stops after `CALLERS_IDLE_S` without one.
+A run that stops early (cancelled, expired, its lease lost, failed) cancels its lines
+on them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from pyarrow.fs import FileSelector
 
 from ingress.batches import runner
+from ingress.batches.caller import LineCaller
 from ingress.batches.input import InputCheck
 from ingress.blobs import Blobs
 from ingress.catalog import Catalog
@@ -42,6 +48,9 @@ MAX_ATTEMPTS = 3  # rounds a batch may fail in a row in one supervisor before it
 # fails fast with the online endpoint's 404).
 _UNKNOWN_MODEL_IN_FLIGHT = 4
 _SERVE_DEFAULT_MAX_ONGOING = 5  # Serve's own default max_ongoing_requests
+LINES_PER_CALLER = 128  # a caller holds this many lines in flight; more take more callers
+MAX_CALLERS = 4
+CALLERS_IDLE_S = 600.0  # callers are stopped after this long without a batch running
 
 
 def requests_key(batch_id: str) -> str:
@@ -88,6 +97,8 @@ class BatchSupervisor:
         self.worker = f"supervisor-{uuid.uuid4().hex[:12]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self.failures: dict[str, int] = {}  # batch id → rounds failed in a row
+        self.callers: list[Any] = []  # LineCaller actors (handles), started on demand
+        self._idle_since = time.monotonic()
         self._woken = asyncio.Event()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -112,6 +123,7 @@ class BatchSupervisor:
                     ):
                         self.running[record.id] = asyncio.create_task(self._run(record))
                 self.running = {k: t for k, t in self.running.items() if not t.done()}
+                self._stop_idle_callers()
             except Exception:
                 logger.exception(
                     "batch supervisor: a round failed; next in %s s",
@@ -120,6 +132,27 @@ class BatchSupervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.config.batches.poll_interval_s)
             self._woken.clear()
+
+    def _callers(self, count: int) -> list[Any]:
+        """`count` callers, started here if fewer run (each is ready in about 2 s: its
+        blocks queue until then). Ray restarts a caller that dies, and retries the
+        blocks it held; they die with this replica, their owner."""
+        import ray
+
+        while len(self.callers) < count:
+            actor = ray.remote(LineCaller).options(num_cpus=0, max_restarts=-1, max_task_retries=3)
+            self.callers.append(actor.remote(self.raw_config))
+        return self.callers[:count]
+
+    def _stop_idle_callers(self) -> None:
+        if self.running:
+            self._idle_since = time.monotonic()
+        elif self.callers and time.monotonic() - self._idle_since > CALLERS_IDLE_S:
+            import ray
+
+            for caller in self.callers:
+                ray.kill(caller)
+            self.callers = []
 
     async def _run(self, record: BatchRecord) -> None:
         try:
@@ -221,17 +254,24 @@ class BatchSupervisor:
         if _now() >= record.body["expires_at"]:
             return "expired"
         concurrency = await self._concurrency(record.body.get("model"))
+        callers = self._callers(max(1, min(MAX_CALLERS, concurrency // LINES_PER_CALLER)))
+        key = f"{record.id}/{uuid.uuid4().hex[:8]}"  # this run's lines on the callers
         ds = runner.pipeline(
             self.blobs.path(requests_key(record.id)),
             self.blobs.filesystem,
             set(done),
-            self.raw_config,
+            callers,
+            key,
             record.body["endpoint"],
             record.owner,
             concurrency,
         )
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(self._consume, ds, record, counts, len(done), loop)
+        try:
+            return await asyncio.to_thread(self._consume, ds, record, counts, len(done), loop)
+        finally:  # a run that ended early leaves no line running (a done one has none)
+            for caller in callers:
+                caller.cancel.remote(key)
 
     async def _concurrency(self, model: str | None) -> int:
         """The batch's share of its model's capacity (`online_share` of what its

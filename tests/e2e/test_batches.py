@@ -1,7 +1,7 @@
 """The Batch API through real Serve + vLLM + Ray Data, with the official `openai` SDK:
 files.create → batches.create → poll → files.content, every object validated against
-OpenAI's schemas; errors per line and per file; cancel; expiry; a killed pipeline
-worker and a killed supervisor; another key."""
+OpenAI's schemas; errors per line and per file; cancel (its lines leave the engine);
+expiry; killed callers and a killed supervisor; another key."""
 
 from __future__ import annotations
 
@@ -167,17 +167,34 @@ def test_a_malformed_file_fails_in_validating(client, content, code, line):
     assert first["code"] == code and first["line"] == line
 
 
-def test_cancel_mid_run_keeps_the_partial_output(client):
-    file_id = _upload(client, [_chat_line(i, max_tokens=64) for i in range(300)])
-    batch = _batch(client, file_id)
+def test_cancel_mid_run_keeps_the_partial_output_and_stops_the_lines(client, tiny_app_handle):
+    def in_engine() -> int:
+        return tiny_app_handle.stats.remote().result()["unfinished_requests"]
+
+    # 200 short lines, then 200 that would keep the engine busy for minutes.
+    lines = [_chat_line(i) for i in range(200)]
+    lines += [_chat_line(i, max_tokens=1500) for i in range(200, 400)]
+    batch = _batch(client, _upload(client, lines))
     _wait(client, batch.id, lambda b: b["request_counts"]["completed"] >= 10)
+    deadline = time.monotonic() + 60
+    while in_engine() < 20:  # long lines running
+        assert time.monotonic() < deadline, "the long lines never reached the engine"
+        time.sleep(0.2)
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
     done = _done(client, batch.id)
     assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]
     out = _ids(_lines(client, done["output_file_id"]))
-    assert 10 <= len(out) < 300 and len(out) == len(set(out))
+    assert 10 <= len(out) < 400 and len(out) == len(set(out))
     assert done["request_counts"]["completed"] == len(out)
+    # The lines in flight were aborted, and no more come: the engine empties and stays so.
+    deadline = time.monotonic() + 15
+    while in_engine():
+        assert time.monotonic() < deadline, f"{in_engine()} lines still run after the cancel"
+        time.sleep(0.2)
+    for _ in range(10):
+        time.sleep(0.3)
+        assert in_engine() == 0, "a cancelled batch's line entered the engine"
 
 
 def test_a_finished_batch_cannot_be_cancelled(client):
@@ -280,12 +297,12 @@ def test_killed_worker_and_supervisor_mid_batch_each_id_once(client):
     total = 300
     batch = _batch(mine, _upload(mine, [_chat_line(i, max_tokens=24) for i in range(total)]))
     _wait(mine, batch.id, lambda b: b["request_counts"]["completed"] >= 20)
-    # SIGKILL, as a crash: the pipeline's caller actors (Ray Data's map workers), then,
-    # once more lines are done, the supervisor (Serve starts another; the batch's lease
-    # passes to it).
-    workers = _pids("MapWorker")
-    assert workers, "no Ray Data map worker alive"
-    for pid in workers:
+    # SIGKILL, as a crash: the supervisor's callers (Ray restarts them and retries the
+    # blocks they held) and Ray Data's task workers, then, once more lines are done, the
+    # supervisor (Serve starts another; the batch's lease passes to it).
+    workers = _pids("LineCaller")
+    assert workers, "no batch caller alive"
+    for pid in workers + _pids("call_lines"):
         os.kill(pid, signal.SIGKILL)
     _wait(mine, batch.id, lambda b: b["request_counts"]["completed"] >= 60)
     [supervisor] = _pids("ServeReplica:openai:BatchSupervisor")

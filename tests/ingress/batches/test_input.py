@@ -88,7 +88,7 @@ def test_errors_are_bounded_and_the_rest_counted():
 
 
 def test_output_lines_are_openais_format():
-    from ingress.batches.runner import output_line
+    from ingress.batches.caller import output_line
 
     ok = output_line("a", "req-1", 200, {"id": "x"})
     assert ok["custom_id"] == "a" and ok["error"] is None and ok["id"].startswith("batch_req_")
