@@ -15,7 +15,8 @@ restarted run skips the lines they hold, and finalizing keeps each line once.
 The lines run on the supervisor's callers (caller.py): Ray actors it starts on its
 first batch, keeps while batches come, and stops after `CALLERS_IDLE_S` without one.
 A run that stops early (cancelled, expired, its lease lost, failed) cancels its lines
-on them.
+on them; a cancel or the window's end does so at once (`_stop_when_ended`), not when
+the next block of lines comes back.
 """
 
 from __future__ import annotations
@@ -267,11 +268,31 @@ class BatchSupervisor:
             concurrency,
         )
         loop = asyncio.get_running_loop()
+        stopper = asyncio.create_task(self._stop_when_ended(record, key, callers))
         try:
             return await asyncio.to_thread(self._consume, ds, record, counts, len(done), loop)
         finally:  # a run that ended early leaves no line running (a done one has none)
+            stopper.cancel()
             for caller in callers:
                 caller.cancel.remote(key)
+
+    async def _stop_when_ended(self, record: BatchRecord, key: str, callers: list[Any]) -> None:
+        """Cancels the run's lines as soon as the batch is cancelled or past its window,
+        not when its next block comes back (a block of long lines takes minutes). The
+        callers then return the blocks without those lines, and the run's next checkpoint
+        ends it (the checkpoint holds only lines that finished)."""
+        while True:
+            await asyncio.sleep(self.config.batches.checkpoint_s)
+            try:
+                current = await self.store.get_batch(record.owner, record.id)
+            except Exception:
+                logger.warning("batch %s: status not read; next in a checkpoint", record.id)
+                continue
+            ended = current is None or current.status != "in_progress"
+            if ended or _now() >= record.body["expires_at"]:
+                for caller in callers:
+                    caller.cancel.remote(key)
+                return
 
     async def _concurrency(self, model: str | None) -> int:
         """The batch's share of its model's capacity (`online_share` of what its

@@ -180,9 +180,12 @@ def test_cancel_mid_run_keeps_the_partial_output_and_stops_the_lines(client, tin
     while in_engine() < 20:  # long lines running
         assert time.monotonic() < deadline, "the long lines never reached the engine"
         time.sleep(0.2)
+    t_cancel = time.monotonic()
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
     done = _done(client, batch.id)
+    # At once, not once the block of long lines in flight ends (half a minute and more).
+    assert time.monotonic() - t_cancel < 15, "the cancel waited for the lines in flight"
     assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]
     out = _ids(_lines(client, done["output_file_id"]))
     assert 10 <= len(out) < 400 and len(out) == len(set(out))
