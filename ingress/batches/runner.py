@@ -11,8 +11,8 @@
 Every operator asks for no CPU: the work is the model replicas', which hold the CPUs
 (on a machine whose CPUs Serve replicas all took, a task wanting one would never run).
 The callers outlive the batch (they are the supervisor's), so the map step is a light
-task: this module imports nothing of the ingress, and a task worker starts in
-milliseconds where a caller takes seconds.
+task: this module imports nothing of the ingress. Ray reuses its idle task workers for
+the next batches; a new one still imports Ray Data (seconds of CPU, once per worker).
 """
 
 from __future__ import annotations
