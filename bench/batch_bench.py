@@ -26,7 +26,10 @@ Throughput, ours: bench/servers.py's `ours` server (private Ray on loopback, our
 with auth off + one `deployments.llm.builder` app of the model, the same engine kwargs,
 engine environment and thread binding; its state store (SQLite, uploaded files) in its own
 work dir; `--ours-ingress-args` JSON is merged into the ingress app's args, e.g.
-`'{"batches": {"online_share": 1.0}}'`), warmed up, then through the official `openai`
+`'{"batches": {"online_share": 1.0}}'`; `--ours-kind ours-1thread`: the engine on the one
+thread Ray's `num_cpus` gives the replica, an LLM application's default, instead of
+`cpu_threads: all` as serve_config.yaml runs Gemma; a comma list runs each kind every round,
+the first compared with the baselines, the others with the first), warmed up, then through the official `openai`
 SDK: upload the file (purpose "batch"), create the batch (endpoint /v1/chat/completions,
 window 24h), poll `batches.retrieve` every `--poll-s` (0.5 s) until a terminal status,
 download the output and error files. lines/s = lines / (create call sent -> poll that saw `completed`); the
@@ -82,11 +85,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo
 
 from fleet_bench import Session, Workload, median, ratio, run_workload
 from load import make_prompts
-from servers import REPO, ModelSpec, Server, _cli_flags, engine_env
+from servers import REPO, VARIANTS, ModelSpec, Server, _cli_flags, engine_env
 
 ENDPOINT = "/v1/chat/completions"
 # Baseline name -> bench/servers.py kind whose environment it runs with.
 BASELINES = {"run-batch": "vllm", "run-batch-uniproc": "vllm-uniproc"}
+# Our side's servers (--ours-kind): "ours" and bench/servers.py's variants of it.
+OURS_KINDS = ["ours"] + [k for k, (base, _) in VARIANTS.items() if base == "ours"]
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 THROUGHPUT_TARGET = 0.9  # ours / run-batch lines/s, at least
 TTFT_TARGET = 1.25  # online TTFT p50 with a batch / alone, at most
@@ -269,6 +274,26 @@ def throughput_comparison(runs: list[dict[str, Any]], baselines: list[str]) -> d
             "median": med,
             f"ours >= {THROUGHPUT_TARGET}x": None if gen is None else gen >= THROUGHPUT_TARGET,
         }
+    return out
+
+
+def variant_comparison(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
+    """Per extra ours kind: its lines/s / the first kind's, for each round where both
+    checked out, and their median."""
+    out: dict[str, Any] = {}
+    for kind in variants:
+        per_round = []
+        for run in runs:
+            first = ((run.get("ours") or {}).get("throughput")) or {}
+            v = (((run.get("ours_variants") or {}).get(kind) or {}).get("throughput")) or {}
+            if first.get("output", {}).get("valid") and v.get("output", {}).get("valid"):
+                per_round.append(
+                    {
+                        "round": run["round"],
+                        "ratio": ratio(v.get("lines_per_s"), first.get("lines_per_s")),
+                    }
+                )
+        out[kind] = {"per_round": per_round, "median": median(r["ratio"] for r in per_round)}
     return out
 
 
@@ -588,13 +613,15 @@ def run_ours(
     label: str,
     round_: int,
     throughput: bool,
+    kind: str = "ours",
 ) -> dict[str, Any]:
-    """A fresh `ours` stack: the throughput batch, then the isolation phases."""
+    """A fresh `ours` stack (bench/servers.py's `kind`): the throughput batch, then the
+    isolation phases."""
     import openai
     from load import warm_up
 
     server = BatchServer(
-        "ours",
+        kind,
         model,
         threads_bind=args.threads_bind,
         gpu=args.gpu,
@@ -673,6 +700,12 @@ def run_ours(
 # ---------------------------------------------------------------------------- report
 
 
+def _our_sides(run: dict[str, Any], first: str = "ours") -> list[tuple[str, dict[str, Any]]]:
+    """A round's runs of our side: the first kind's (named `first`), then the others'."""
+    sides = [(first, run["ours"])] if run.get("ours") else []
+    return sides + list((run.get("ours_variants") or {}).items())
+
+
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
@@ -689,6 +722,7 @@ def _row(cells: Iterable[Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    first = (report.get("ours_kinds") or ["ours"])[0]
     lines = [
         f"# Batch API benchmark, {report['started']}",
         "",
@@ -741,16 +775,17 @@ def markdown(report: dict[str, Any]) -> str:
                             ]
                         )
                     )
-                ours = run.get("ours") or {}
-                t = ours.get("throughput")
-                if t or (ours and "isolation" not in ours):
+                for name, ours in _our_sides(run, first):
+                    t = ours.get("throughput")
+                    if not (t or "isolation" not in ours):
+                        continue
                     t = t or {}
                     o = t.get("output") or {}
                     ts = t.get("timestamps") or {}
                     lines.append(
                         _row(
                             [
-                                "ours" + (" FAILED" if ours.get("failure") else ""),
+                                name + (" FAILED" if ours.get("failure") else ""),
                                 run["round"],
                                 o.get("ok"),
                                 o.get("errors"),
@@ -794,6 +829,18 @@ def markdown(report: dict[str, Any]) -> str:
                         ]
                     )
                 )
+            variants = model["comparison"].get("variants") or {}
+            if variants:
+                lines += [
+                    "",
+                    f"Ratios lines/s / {first}'s, the same rounds (> 1: faster than {first}):",
+                    "",
+                    "| ours kind | round | ratio |",
+                    "| --- | --- | --: |",
+                ]
+                for kind, c in variants.items():
+                    lines += [_row([kind, r["round"], r["ratio"]]) for r in c["per_round"]]
+                    lines.append(_row([kind, "median", c["median"]]))
             lines.append("")
         if model["isolation"]:
             lines += [
@@ -849,7 +896,7 @@ def markdown(report: dict[str, Any]) -> str:
             for run in model["runs"]
             for name, side in [
                 *((run.get("baselines") or {}).items()),
-                ("ours", run.get("ours") or {}),
+                *_our_sides(run, first),
             ]
             if side.get("failure")
         ]
@@ -866,7 +913,7 @@ def markdown(report: dict[str, Any]) -> str:
             for run in model["runs"]
             for name, side in [
                 *((run.get("baselines") or {}).items()),
-                ("ours", run.get("ours") or {}),
+                *_our_sides(run, first),
             ]
             if side.get("stop")
         ]
@@ -879,8 +926,7 @@ def report_ok(report: dict[str, Any]) -> bool:
     for model in report["models"]:
         for run in model["runs"]:
             sides = [*(run.get("baselines") or {}).values()]
-            if run.get("ours"):
-                sides.append(run["ours"])
+            sides += [side for _, side in _our_sides(run)]
             for side in sides:
                 if side.get("failure") or not side.get("stop", {}).get("clean", True):
                     return False
@@ -943,6 +989,14 @@ def main() -> int:
         default={},
         help="JSON merged into our ingress app's args (e.g. the Batch API's settings)",
     )
+    parser.add_argument(
+        "--ours-kind",
+        default="ours",
+        help="comma list of bench/servers.py's servers for our side (ours, "
+        + ", ".join(OURS_KINDS[1:])
+        + "; ours-1thread: the engine on Ray's one thread instead of cpu_threads: all): "
+        "the first is compared with the baselines, the others with the first, each round",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument(
@@ -957,14 +1011,16 @@ def main() -> int:
     models = [m for m in args.models.split(",") if m]
     sides = [s for s in args.sides.split(",") if s]
     baselines = [b for b in args.baselines.split(",") if b]
+    kinds = [k for k in args.ours_kind.split(",") if k]
     iso_models = {m for m in args.isolation_models.split(",") if m}
     unknown = (
         [m for m in models if m not in MODELS]
         + [s for s in sides if s not in SIDES]
         + [b for b in baselines if b not in BASELINES]
+        + [k for k in kinds if k not in OURS_KINDS]
     )
-    if unknown:
-        parser.error(f"unknown model, side or baseline: {unknown}")
+    if unknown or not kinds or len(set(kinds)) < len(kinds):
+        parser.error(f"unknown or repeated model, side, baseline or ours kind: {unknown or kinds}")
     do_throughput = args.only in (None, "throughput")
     do_isolation = args.only in (None, "isolation") and "ours" in sides
     if "baseline" not in sides or not do_throughput:
@@ -999,6 +1055,7 @@ def main() -> int:
         "online_max_tokens": args.online_max_tokens,
         "isolation_lines": args.isolation_lines,
         "ours_ingress_args": args.ours_ingress_args,
+        "ours_kinds": kinds,
         "logs": str(log_dir),
         "models": [],
     }
@@ -1052,22 +1109,32 @@ def main() -> int:
                         name, spec, input_path, ids, args, log_dir, f"{key} r{r}"
                     )
                 if ours_throughput or isolation:
-                    run["ours"] = run_ours(
-                        spec,
-                        input_path,
-                        iso_path,
-                        ids,
-                        args,
-                        log_dir,
-                        f"{key} r{r}",
-                        r,
-                        ours_throughput,
-                    )
+                    # The first kind is the one compared with the baselines; the others
+                    # run in the same round, the order turning from round to round.
+                    turn = (r - 1) % len(kinds)
+                    for kind in kinds[turn:] + kinds[:turn]:
+                        side = run_ours(
+                            spec,
+                            input_path,
+                            iso_path if kind == kinds[0] else None,
+                            ids,
+                            args,
+                            log_dir,
+                            f"{key} r{r}" + (f" [{kind}]" if len(kinds) > 1 else ""),
+                            r,
+                            ours_throughput,
+                            kind,
+                        )
+                        if kind == kinds[0]:
+                            run["ours"] = side
+                        else:
+                            run.setdefault("ours_variants", {})[kind] = side
             entry["comparison"] = {
                 "throughput": throughput_comparison(entry["runs"], baselines)
                 if ours_throughput
                 else {},
                 "isolation": isolation_comparison(entry["runs"]) if isolation else {},
+                "variants": variant_comparison(entry["runs"], kinds[1:]),
             }
     except KeyboardInterrupt:  # SIGTERM too: the side running was stopped; report the rest
         report["interrupted"] = True

@@ -163,6 +163,23 @@ def test_throughput_ratios_are_per_round_then_median_and_skip_unchecked_rounds()
     assert bb.throughput_comparison(runs, ["run-batch"])["run-batch"]["ours >= 0.9x"] is False
 
 
+def test_other_ours_kinds_are_compared_with_the_first_per_round():
+    runs = [_run(r, lps, 100.0, 30.0) for r, lps in ((1, 100.0), (2, 100.0), (3, 50.0))]
+    for run, lps in zip(runs, (80.0, 120.0, 45.0), strict=True):
+        run["ours_variants"] = {
+            "ours-1thread": {"throughput": {"lines_per_s": lps, "output": {"valid": True}}}
+        }
+    runs[2]["ours_variants"]["ours-1thread"]["throughput"]["output"]["valid"] = False
+    c = bb.variant_comparison(runs, ["ours-1thread"])["ours-1thread"]
+    assert [r["ratio"] for r in c["per_round"]] == [0.8, 1.2]
+    assert c["median"] == pytest.approx(1.0)
+    assert bb.variant_comparison(runs, []) == {}
+    # Only "ours" is compared with the baselines.
+    assert bb.throughput_comparison(runs, ["run-batch"])["run-batch"]["per_round"][0][
+        "vs_generation"
+    ] == pytest.approx(1.0)
+
+
 def _level(ttft: float, tok_s: float, errors: int = 0, **extra) -> dict:
     return {
         "ttft_ms": {"p50": ttft, "p90": ttft * 2},
@@ -260,6 +277,24 @@ def test_markdown_and_exit_status():
     assert "| 1 | with_batch | 10 | 0 | 120 | 240 | 170 | 1 -> 9 | yes |" in md
     assert "Stop and leak check: round 1 run-batch: clean" in md
     assert bb.report_ok(report)
+    # A second kind of ours in the same rounds: its rows, its ratios, its checks.
+    report["ours_kinds"] = ["ours", "ours-1thread"]
+    for run, lps in zip(runs, (60.0, 190.0), strict=True):
+        run["ours_variants"] = {
+            "ours-1thread": {
+                "throughput": {"lines_per_s": lps, "output": {"valid": True}},
+                "stop": _stop(),
+            }
+        }
+    report["models"][0]["comparison"]["variants"] = bb.variant_comparison(runs, ["ours-1thread"])
+    md = bb.markdown(report)
+    assert "| ours-1thread | median | 1.33 |" in md
+    assert "round 2 ours-1thread: clean" in md
+    assert bb.report_ok(report)
+    runs[0]["ours_variants"]["ours-1thread"]["failure"] = "boom"
+    assert not bb.report_ok(report)
+    assert "- round 1 ours-1thread: boom" in bb.markdown(report)
+    del runs[0]["ours_variants"]["ours-1thread"]["failure"]
     runs[1]["ours"]["throughput"]["output"]["valid"] = False
     assert not bb.report_ok(report)
     runs[1]["ours"]["throughput"]["output"]["valid"] = True
@@ -281,6 +316,18 @@ def test_ours_server_merges_ingress_args_into_the_ingress_app_only():
     assert args["state"] == {"data_dir": "/tmp/llmb-ours-x/state"}
     server.ingress_args = {"state": {"data_dir": "/elsewhere"}}
     assert server.serve_config()["applications"][0]["args"]["state"] == {"data_dir": "/elsewhere"}
+
+
+def test_ours_1thread_leaves_the_engine_on_rays_thread():
+    spec = ModelSpec("tiny", MODEL, "fixture", Path("/nonexistent"), {"dtype": "float32"}, 1)
+
+    def engine(kind: str) -> dict:
+        apps = {a["name"]: a for a in bb.BatchServer(kind, spec).serve_config()["applications"]}
+        return apps["bench-tiny"]["args"]["engine"]
+
+    assert engine("ours")["cpu_threads"] == "all"
+    assert engine("ours-1thread")["cpu_threads"] is None
+    assert engine("ours-1thread")["engine_kwargs"] == engine("ours")["engine_kwargs"]
 
 
 def _fake_batch_api():
